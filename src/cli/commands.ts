@@ -1,4 +1,7 @@
 // The list of commands. A new command is one module with a `register(program)` function, added here.
 import type { Command } from 'commander';
+import { register as registerLab } from './lab.js';
 
-export function registerCommands(_program: Command): void {}
+export function registerCommands(program: Command): void {
+  registerLab(program);
+}

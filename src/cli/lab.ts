@@ -1,0 +1,121 @@
+// `vigil lab up|down|exec|status`: the reference guest every end-to-end test, benchmark and demo uses.
+import type { Command } from 'commander';
+import { VigilError } from '../util/errors.js';
+import { sanitize } from '../util/sanitize.js';
+import {
+  DEFAULT_GUEST_NAME,
+  ensureGuest,
+  execInGuest,
+  KERNEL_FLAVOURS,
+  listGuests,
+  stopGuest,
+  type Accel,
+  type GuestState,
+  type KernelFlavour,
+} from '../lab/index.js';
+
+const progress = (line: string) => process.stderr.write(`${line}\n`);
+
+function describe(s: GuestState): string {
+  return [
+    `guest ${s.name}: QEMU pid ${s.pid}, ${s.memory} ${s.accel} cpu ${s.cpu}, kernel ${s.kernelRelease} (${s.paging}-level paging expected)`,
+    `  memory file ${s.memoryFile}`,
+    `  qmp         ${s.qmp}`,
+    `  serial      ${s.serial}`,
+    `  gdb         127.0.0.1:${s.gdbPort}`,
+  ].join('\n');
+}
+
+/** Guest output to a terminal: control characters escaped, line breaks and tabs kept. */
+function displayOutput(text: string): string {
+  return text
+    .split('\n')
+    .map((line) =>
+      line
+        .split('\t')
+        .map((f) => sanitize(f, 1 << 20))
+        .join('\t'),
+    )
+    .join('\n');
+}
+
+interface UpOptions {
+  name: string;
+  memory: string;
+  accel: string;
+  cpu: string;
+  flavour: string;
+  timeout?: string;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  const lab = program.command('lab').description('the reference guest: build, boot, run commands, stop');
+
+  lab
+    .command('up')
+    .description('build (cached) and boot a lab guest; report it if already running')
+    .option('--name <name>', 'guest name', DEFAULT_GUEST_NAME)
+    .option('--memory <size>', 'guest RAM, e.g. 256M or 3G', '256M')
+    .option('--accel <accel>', 'tcg or kvm', 'tcg')
+    .option('--cpu <model>', 'QEMU CPU model (max,la57=off for 4-level paging)', 'max')
+    .option('--flavour <flavour>', `kernel flavour: ${KERNEL_FLAVOURS.join(' or ')}`, 'amd64')
+    .option('--timeout <seconds>', 'seconds to wait for the guest to become ready')
+    .option('--json', 'print the guest state as JSON')
+    .action(async (o: UpOptions) => {
+      if (o.accel !== 'tcg' && o.accel !== 'kvm') {
+        throw new VigilError('cli', 'usage', `--accel must be tcg or kvm, not "${o.accel}"`);
+      }
+      const timeout = o.timeout === undefined ? undefined : Number(o.timeout);
+      if (timeout !== undefined && !(timeout > 0)) {
+        throw new VigilError('cli', 'usage', `--timeout must be a positive number of seconds`);
+      }
+      const { state, reused: running } = await ensureGuest({
+        name: o.name,
+        memory: o.memory,
+        accel: o.accel as Accel,
+        cpu: o.cpu,
+        flavour: o.flavour as KernelFlavour,
+        readyTimeoutMs: timeout === undefined ? undefined : timeout * 1000,
+        progress,
+        onDifferent: 'keep',
+      });
+      if (running) progress(`guest ${o.name} is already running`);
+      if (o.json) process.stdout.write(JSON.stringify({ ...state, alreadyRunning: running }, null, 2) + '\n');
+      else process.stdout.write(describe(state) + '\n');
+    });
+
+  lab
+    .command('down')
+    .description('stop a lab guest (by its QEMU pid) and remove its memory file and sockets')
+    .option('--name <name>', 'guest name', DEFAULT_GUEST_NAME)
+    .action(async (o: { name: string }) => {
+      const was = await stopGuest(o.name);
+      progress(was ? `guest ${o.name} stopped` : `guest ${o.name} was not running`);
+    });
+
+  lab
+    .command('exec')
+    .description('run a shell command on the guest console; exits with its status')
+    .option('--name <name>', 'guest name', DEFAULT_GUEST_NAME)
+    .option('--timeout <seconds>', 'seconds to wait for the command', '60')
+    .argument('<command...>', 'the command (after --)')
+    .action(async (words: string[], o: { name: string; timeout: string }) => {
+      const timeoutMs = Number(o.timeout) * 1000;
+      if (!(timeoutMs > 0)) throw new VigilError('cli', 'usage', '--timeout must be a positive number');
+      const r = await execInGuest(o.name, words.join(' '), { timeoutMs });
+      process.stdout.write(displayOutput(r.output));
+      process.exitCode = r.exitCode;
+    });
+
+  lab
+    .command('status')
+    .description('list running lab guests')
+    .option('--json', 'print JSON')
+    .action((o: { json?: boolean }) => {
+      const guests = listGuests();
+      if (o.json) process.stdout.write(JSON.stringify(guests, null, 2) + '\n');
+      else if (guests.length === 0) process.stdout.write('no lab guest is running\n');
+      else process.stdout.write(guests.map(describe).join('\n') + '\n');
+    });
+}
