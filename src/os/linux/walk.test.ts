@@ -42,7 +42,10 @@ test('list_head walk stops at its bound and at unreadable or NULL entries', () =
     [0x10n, 0x20n],
     [0x20n, 0x30n],
   ]);
-  assert.deepEqual([...listHeadEntries(broken, 0x10n, { walker: 'l', max: 50, issues: issues2 })], [0x20n, 0x30n]);
+  assert.deepEqual(
+    [...listHeadEntries(broken, 0x10n, { walker: 'l', max: 50, issues: issues2 })],
+    [0x20n, 0x30n],
+  );
   assert.equal(issues2.items[0]?.kind, 'unmapped');
 
   const issues3 = new WalkIssues();
