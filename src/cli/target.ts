@@ -1,0 +1,90 @@
+// Opening what the user pointed vigil at: a live VM (--qmp), a RAM file (--mem) or a memory dump (--dump).
+// Every command that looks at a guest takes the same three options through addTargetOptions().
+
+import type { Command } from 'commander';
+import { openDump, openMemoryFile, type MemoryFile } from '../vmm/memory/index.js';
+import { connectQemu } from '../vmm/qemu/machine.js';
+import type { Machine, Vcpu } from '../vmm/types.js';
+import { VigilError } from '../util/errors.js';
+import { Kernel } from '../os/linux/kernel.js';
+
+export interface TargetOptions {
+  qmp?: string;
+  mem?: string;
+  dump?: string;
+  pid?: string;
+}
+
+export interface Target {
+  kind: 'live' | 'mem' | 'dump';
+  /** What the user gave, for messages. */
+  spec: string;
+  machine: Machine;
+  /** Bootstrapped once, on first use. */
+  kernel(): Kernel;
+  close(): Promise<void>;
+}
+
+export function addTargetOptions(cmd: Command): Command {
+  return cmd
+    .option('--qmp <socket>', 'a live VM: its QMP socket (unix path or host:port)')
+    .option('--mem <file>', "a live VM's shared-memory RAM file (memory-backend-file,share=on)")
+    .option('--dump <file>', 'a memory dump: raw, QEMU ELF core (dump-guest-memory) or LiME')
+    .option('--pid <pid>', 'QEMU process id, for VMs with anonymous RAM read through /proc/PID/mem');
+}
+
+export async function openTarget(o: TargetOptions): Promise<Target> {
+  const given = [o.qmp, o.mem, o.dump].filter((x) => x !== undefined).length;
+  if (given !== 1) {
+    throw new VigilError('cli', 'usage', 'give exactly one target: --qmp SOCKET, --mem FILE or --dump FILE');
+  }
+  if (o.qmp !== undefined) {
+    const pid = o.pid !== undefined ? parsePid(o.pid) : undefined;
+    const machine = await connectQemu(o.qmp, pid !== undefined ? { pid } : {});
+    return withKernel('live', o.qmp, machine, true);
+  }
+  const path = (o.mem ?? o.dump)!;
+  const file: MemoryFile =
+    o.mem !== undefined ? openMemoryFile(path, undefined, { live: true }) : openDump(path);
+  const vcpus: Vcpu[] = file.cpus.map((c) => ({ index: c.index, registers: async () => c.registers }));
+  const machine: Machine = {
+    name: path.split('/').at(-1) ?? path,
+    memory: file,
+    vcpus,
+    async close() {
+      file.close();
+    },
+  };
+  return withKernel(o.mem !== undefined ? 'mem' : 'dump', path, machine, o.mem !== undefined);
+}
+
+function parsePid(s: string): number {
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new VigilError('cli', 'usage', `--pid needs a process id, got "${s}"`);
+  return n;
+}
+
+function withKernel(kind: Target['kind'], spec: string, machine: Machine, live: boolean): Target {
+  let kernel: Kernel | undefined;
+  return {
+    kind,
+    spec,
+    machine,
+    kernel() {
+      kernel ??= Kernel.bootstrap(machine.memory, { live });
+      return kernel;
+    },
+    close: () => machine.close(),
+  };
+}
+
+/** Run `fn` with an opened target and always close it. */
+export async function withTarget<T>(o: TargetOptions, fn: (t: Target) => Promise<T> | T): Promise<T> {
+  const target = await openTarget(o);
+  try {
+    return await fn(target);
+  } finally {
+    await target.close();
+  }
+}
