@@ -2,10 +2,19 @@
 // Every command that looks at a guest takes the same three options through addTargetOptions().
 
 import type { Command } from 'commander';
-import { openDump, openMemoryFile, type MemoryFile } from '../vmm/memory/index.js';
+import { statSync } from 'node:fs';
+import {
+  checkQemu,
+  defaultLayout,
+  openDump,
+  openMemoryFile,
+  openProcessMemory,
+  type MemoryFile,
+} from '../vmm/memory/index.js';
+import { readQemuCommandLine } from '../vmm/qemu/cmdline.js';
 import { connectQemu } from '../vmm/qemu/machine.js';
 import type { Machine, Vcpu } from '../vmm/types.js';
-import { VigilError } from '../util/errors.js';
+import { VigilError, describeSysError } from '../util/errors.js';
 import { Kernel } from '../os/linux/kernel.js';
 
 export interface TargetOptions {
@@ -35,15 +44,23 @@ export function addTargetOptions(cmd: Command): Command {
 
 export async function openTarget(o: TargetOptions): Promise<Target> {
   const given = [o.qmp, o.mem, o.dump].filter((x) => x !== undefined).length;
-  if (given !== 1) {
-    throw new VigilError('cli', 'usage', 'give exactly one target: --qmp SOCKET, --mem FILE or --dump FILE');
+  if (given > 1 || (given === 0 && o.pid === undefined)) {
+    throw new VigilError(
+      'cli',
+      'usage',
+      'give one target: --qmp SOCKET, --mem FILE, --dump FILE, or --pid QEMU_PID',
+    );
   }
+  const pid = o.pid !== undefined ? parsePid(o.pid) : undefined;
+  // A PID given by the user must be a QEMU process, whatever else is given.
+  if (pid !== undefined) checkQemu(pid);
   if (o.qmp !== undefined) {
-    const pid = o.pid !== undefined ? parsePid(o.pid) : undefined;
     const machine = await connectQemu(o.qmp, pid !== undefined ? { pid } : {});
     return withKernel('live', o.qmp, machine, true);
   }
+  if (pid !== undefined && given === 0) return withKernel('live', `pid ${pid}`, attachByPid(pid), true);
   const path = (o.mem ?? o.dump)!;
+  if (o.mem !== undefined) checkRamFile(path);
   const file: MemoryFile =
     o.mem !== undefined ? openMemoryFile(path, undefined, { live: true }) : openDump(path);
   const vcpus: Vcpu[] = file.cpus.map((c) => ({ index: c.index, registers: async () => c.registers }));
@@ -56,6 +73,41 @@ export async function openTarget(o: TargetOptions): Promise<Target> {
     },
   };
   return withKernel(o.mem !== undefined ? 'mem' : 'dump', path, machine, o.mem !== undefined);
+}
+
+/** A guest RAM file is whole pages and at least 1 MiB; anything else was given by mistake. */
+function checkRamFile(path: string): void {
+  let size: number;
+  try {
+    size = statSync(path).size;
+  } catch (e) {
+    throw new VigilError('cli', 'not-found', `cannot open RAM file ${path} (${describeSysError(e)})`);
+  }
+  if (size < 1 << 20 || size % 4096 !== 0) {
+    throw new VigilError(
+      'cli',
+      'usage',
+      `${path} is not a guest RAM file (${size} bytes; guest RAM is at least 1 MiB of whole 4 KiB pages)`,
+    );
+  }
+}
+
+/** A QEMU process alone: RAM through /proc/PID/mem, size and layout from its command line. */
+function attachByPid(pid: number): Machine {
+  const { ramSize, machine } = readQemuCommandLine(pid);
+  const memory = openProcessMemory({
+    pid,
+    blocks: [{ name: 'ram', size: ramSize }],
+    segments: defaultLayout(ramSize, machine),
+  });
+  return {
+    name: `qemu-${pid}`,
+    memory,
+    vcpus: [],
+    async close() {
+      memory.close();
+    },
+  };
 }
 
 function parsePid(s: string): number {
