@@ -7,7 +7,6 @@ import type { PhysicalMemory, PhysRange } from '../vmm/types.js';
 import type { Epoch } from './epoch.js';
 
 const PAGE = 4096;
-const PAGE_BIG = 4096n;
 
 export interface PageCacheStats {
   hits: number;
@@ -19,7 +18,9 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   readonly epoch: Epoch;
   readonly maxPages: number;
   readonly stats: PageCacheStats = { hits: 0, misses: 0 };
-  readonly #pages = new Map<bigint, Buffer>();
+  // Keyed by page frame number as a Number: guest-physical addresses fit in 52 bits, and Number keys
+  // hash far faster than BigInt ones.
+  readonly #pages = new Map<number, Buffer>();
   #seen: number;
 
   constructor(inner: PhysicalMemory, epoch: Epoch, maxPages = 16384) {
@@ -37,7 +38,7 @@ export class CachedPhysicalMemory implements PhysicalMemory {
     return this.inner.ranges;
   }
 
-  #page(pfn: bigint): Buffer {
+  #page(pfn: number): Buffer {
     const now = this.epoch.value;
     if (now !== this.#seen) {
       this.#pages.clear();
@@ -49,7 +50,7 @@ export class CachedPhysicalMemory implements PhysicalMemory {
       return page;
     }
     this.stats.misses++;
-    page = this.inner.read(pfn * PAGE_BIG, PAGE);
+    page = this.inner.read(BigInt(pfn) << 12n, PAGE);
     if (this.#pages.size >= this.maxPages) {
       // Oldest first: Map iteration order is insertion order.
       const oldest = this.#pages.keys().next().value;
@@ -64,14 +65,14 @@ export class CachedPhysicalMemory implements PhysicalMemory {
     if (length > 2 * PAGE) return this.inner.read(paddr, length, into);
     const out = into && into.length >= length ? into : Buffer.allocUnsafe(length);
     let done = 0;
-    let pa = paddr;
+    let pfn = Number(paddr >> 12n);
+    let off = Number(paddr & 0xfffn);
     while (done < length) {
-      const pfn = pa / PAGE_BIG;
-      const off = Number(pa - pfn * PAGE_BIG);
       const n = Math.min(PAGE - off, length - done);
       this.#page(pfn).copy(out, done, off, off + n);
       done += n;
-      pa += BigInt(n);
+      pfn++;
+      off = 0;
     }
     return out.length === length ? out : out.subarray(0, length);
   }
