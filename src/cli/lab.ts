@@ -13,6 +13,7 @@ import {
   type GuestState,
   type KernelFlavour,
 } from '../lab/index.js';
+import { ATTACKS, attackImage, findAttack, runAttack } from '../lab/attacks.js';
 
 const progress = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -47,6 +48,16 @@ interface UpOptions {
   flavour: string;
   timeout?: string;
   json?: boolean;
+  attacks?: boolean;
+}
+
+/** `vigil lab attack --list`: name, ATT&CK technique and description of each attack. */
+function attackList(): string {
+  const width = Math.max(...ATTACKS.map((a) => a.name.length + (a.args ? a.args.length + 1 : 0)));
+  return ATTACKS.map((a) => {
+    const head = a.args ? `${a.name} ${a.args}` : a.name;
+    return `${head.padEnd(width)}  ${a.technique.padEnd(9)}  ${a.description}`;
+  }).join('\n');
 }
 
 export function register(program: Command): void {
@@ -62,6 +73,7 @@ export function register(program: Command): void {
     .option('--flavour <flavour>', `kernel flavour: ${KERNEL_FLAVOURS.join(' or ')}`, 'amd64')
     .option('--timeout <seconds>', 'seconds to wait for the guest to become ready')
     .option('--json', 'print the guest state as JSON')
+    .option('--attacks', 'include the attack suite (/attacks: vigil lab attack); builds it on first use')
     .action(async (o: UpOptions) => {
       if (o.accel !== 'tcg' && o.accel !== 'kvm') {
         throw new VigilError('cli', 'usage', `--accel must be tcg or kvm, not "${o.accel}"`);
@@ -70,7 +82,11 @@ export function register(program: Command): void {
       if (timeout !== undefined && !(timeout > 0)) {
         throw new VigilError('cli', 'usage', `--timeout must be a positive number of seconds`);
       }
+      const image = o.attacks
+        ? await attackImage({ flavour: o.flavour as KernelFlavour, progress })
+        : undefined;
       const { state, reused: running } = await ensureGuest({
+        ...image,
         name: o.name,
         memory: o.memory,
         accel: o.accel as Accel,
@@ -81,6 +97,9 @@ export function register(program: Command): void {
         onDifferent: 'keep',
       });
       if (running) progress(`guest ${o.name} is already running`);
+      if (running && image && state.initrd !== image.initrd) {
+        progress(`guest ${o.name} runs without this attack suite: "vigil lab down --name ${o.name}" first`);
+      }
       if (o.json) process.stdout.write(JSON.stringify({ ...state, alreadyRunning: running }, null, 2) + '\n');
       else process.stdout.write(describe(state) + '\n');
     });
@@ -107,6 +126,42 @@ export function register(program: Command): void {
       process.stdout.write(displayOutput(r.output));
       process.exitCode = r.exitCode;
     });
+
+  lab
+    .command('attack')
+    .description('run an attack of the attack suite in a guest booted with --attacks; --list shows them')
+    .option('--name <name>', 'guest name', DEFAULT_GUEST_NAME)
+    .option('--list', 'list the attacks')
+    .option('--json', 'print the result (or the list) as JSON')
+    .option('--timeout <seconds>', 'seconds to wait for the attack', '90')
+    .argument('[attack]', 'the attack to run')
+    .argument('[args...]', "the attack's own arguments (see --list)")
+    .action(
+      async (
+        attack: string | undefined,
+        args: string[],
+        o: { name: string; list?: boolean; json?: boolean; timeout: string },
+      ) => {
+        if (o.list || !attack) {
+          if (!o.list) throw new VigilError('cli', 'usage', 'name an attack, or --list them');
+          process.stdout.write((o.json ? JSON.stringify(ATTACKS, null, 2) : attackList()) + '\n');
+          return;
+        }
+        const timeoutMs = Number(o.timeout) * 1000;
+        if (!(timeoutMs > 0)) throw new VigilError('cli', 'usage', '--timeout must be a positive number');
+        const spec = findAttack(attack);
+        const r = await runAttack(o.name, attack, args, { timeoutMs });
+        if (o.json) {
+          process.stdout.write(
+            JSON.stringify({ ...r, technique: spec.technique, expect: spec.expect }, null, 2) + '\n',
+          );
+        } else {
+          const fields = Object.entries(r.fields).map(([k, v]) => `${k}=${v}`);
+          process.stdout.write(`attack ${attack} (${spec.technique}) in ${o.name}: ${fields.join(' ')}\n`);
+          process.stdout.write(`  expect: ${spec.expect}\n`);
+        }
+      },
+    );
 
   lab
     .command('status')

@@ -18,7 +18,7 @@ import {
   rmSync,
   statSync,
 } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { VigilError } from '../util/errors.js';
 import type { KernelFiles, Progress } from './kernel.js';
 import { imageDir, labSourceDir } from './paths.js';
@@ -90,12 +90,9 @@ interface Layout {
   modules: [string, string][];
 }
 
-function layout(kernel: KernelFiles, busybox: string): Layout {
+function layout(kernel: KernelFiles, busybox: string, extra: [string, string][]): Layout {
   const lab = labSourceDir();
-  const files: [string, string][] = [
-    ['init', join(lab, 'init')],
-    ['bin/busybox', busybox],
-  ];
+  const files: [string, string][] = [['init', join(lab, 'init')], ['bin/busybox', busybox], ...extra];
   for (const f of listFiles(join(lab, 'scripts'))) files.push([`usr/bin/${basename(f)}`, f]);
   for (const f of listFiles(join(lab, 'etc'))) files.push([`etc/${basename(f)}`, f]);
   const index = indexModules(kernel.modulesDir);
@@ -130,15 +127,19 @@ export interface Initramfs {
   built: boolean;
 }
 
-/** Build (or find cached) the initramfs for a kernel. */
-export async function buildInitramfs(kernel: KernelFiles, progress: Progress = () => {}): Promise<Initramfs> {
+/** Build (or find cached) the initramfs for a kernel, with `extra` files (destination → host file) added. */
+export async function buildInitramfs(
+  kernel: KernelFiles,
+  progress: Progress = () => {},
+  extra: [string, string][] = [],
+): Promise<Initramfs> {
   const busybox = requireProgram('busybox', 'busybox-static');
   if (!isStaticElf(busybox)) {
     throw new VigilError('lab', 'not-found', `${busybox} is not statically linked: install "busybox-static"`);
   }
   requireProgram('cpio', 'cpio');
   requireProgram('gzip', 'gzip');
-  const l = layout(kernel, busybox);
+  const l = layout(kernel, busybox, extra);
   const modules = l.modules.map(([dst]) => basename(dst, '.ko'));
   for (const [, src] of l.modules) {
     if (src.endsWith('.xz')) requireProgram('xz', 'xz-utils');
@@ -169,6 +170,7 @@ export async function buildInitramfs(kernel: KernelFiles, progress: Progress = (
       mkdirSync(join(root, d), { recursive: true });
     }
     for (const [dst, src] of l.files) {
+      mkdirSync(dirname(join(root, dst)), { recursive: true });
       copyFileSync(src, join(root, dst));
       const executable = (statSync(src).mode & 0o111) !== 0 || dst.startsWith('usr/bin/');
       chmodSync(join(root, dst), executable ? 0o755 : 0o644);
