@@ -2,7 +2,7 @@
 // The CLI turns any VigilError into one line for a person; anything else is a bug and gets a stack trace
 // only with VIGIL_DEBUG=1.
 
-export type ErrorOrigin = 'vmm' | 'arch' | 'os' | 'policy' | 'cli' | 'lab';
+export type ErrorOrigin = 'vmm' | 'arch' | 'os' | 'policy' | 'monitor' | 'cli' | 'lab';
 export type ErrorKind =
   | 'not-found'
   | 'unsupported'
