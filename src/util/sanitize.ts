@@ -9,7 +9,9 @@ export function sanitize(s: string, max = 4096): string {
   const clipped = s.length > max ? s.slice(0, max) + '…' : s;
   return clipped.replace(CONTROL, (c) => {
     const code = c.charCodeAt(0);
-    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+    return code <= 0xff
+      ? `\\x${code.toString(16).padStart(2, '0')}`
+      : `\\u${code.toString(16).padStart(4, '0')}`;
   });
 }
 

@@ -15,7 +15,10 @@ export interface CliResult {
 export function runVigil(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CliResult> {
   const bin = process.env.VIGIL_BIN ?? join(repoRoot, 'bin', 'vigil.js');
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bin, ...args], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
