@@ -40,7 +40,8 @@ export function register(program: Command): void {
       };
       for (const cpu of m.vcpus) r.vcpus.push({ index: cpu.index, ...(await cpu.registers()) });
       const cr4 = r.vcpus[0]?.cr4;
-      if (cr4 !== undefined && (cr4 & 0x20n) !== 0n) r.paging = { levels: pagingModeFromCr4(cr4), source: 'cr4' };
+      if (cr4 !== undefined && (cr4 & 0x20n) !== 0n)
+        r.paging = { levels: pagingModeFromCr4(cr4), source: 'cr4' };
       try {
         const b = findBanner(m.memory);
         r.banner = b.text;
