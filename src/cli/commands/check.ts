@@ -53,6 +53,9 @@ export function register(program: Command): void {
             }
           : { kernelUnavailable: kernelUnavailable ?? 'no kernel' }),
         baselines: opts.baseline === false ? new MemoryBaselineStore() : new FileBaselineStore(),
+        // A sweep budget guards a monitor's polling rhythm; one-shot checks (first sweeps learn
+        // baselines and hash kernel text) only need a bound against a pathological guest.
+        config: { sweepBudgetMs: 60_000 },
       });
       const status = engine.status();
       if (opts.list) {
