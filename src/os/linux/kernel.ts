@@ -205,6 +205,13 @@ export class Kernel {
     this.issues = new WalkIssues();
   }
 
+  /** Drop cached guest memory on a live guest (see TaskKernel.rereadLive); false on a dump. */
+  rereadLive(): boolean {
+    if (this.epoch.frozen) return false;
+    this.epoch.bump();
+    return true;
+  }
+
   /** Name of the kernel symbol an address points into ("func+0x1f"), or undefined. */
   symbolize(va: bigint): string | undefined {
     return this.symbols.symbolize(va);

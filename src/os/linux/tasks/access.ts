@@ -12,6 +12,11 @@ export interface TaskKernel extends KernelReader {
   readonly space: TryReader;
   /** A process's address space from its mm->pgd (kernel virtual); throws VigilError when unusable. */
   userSpace(pgdVa: bigint): TryReader;
+  /**
+   * On a live guest: drop cached guest memory so the next reads are fresh, and return true. On a dump
+   * (nothing can change) return false. Walks use it to re-read a list that changed under them.
+   */
+  rereadLive?(): boolean;
 }
 
 export const hex = (v: bigint): string => '0x' + v.toString(16);

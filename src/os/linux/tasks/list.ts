@@ -2,7 +2,7 @@
 // signal->thread_head list (task->thread_node; kernels without it: the leader's thread_group ring). This is
 // the list a rootkit unlinks a process from to hide it; the PID table (pid-table.ts) is the other view.
 // Bounded and cycle-safe: a loop, a hole or a bound stops the walk with an issue in kernel.issues.
-import { listHeadEntries } from '../walk.js';
+import { listHeadEntries, WalkIssues } from '../walk.js';
 import { hex, readPointer, type TaskKernel } from './access.js';
 import { taskLayout } from './layout.js';
 import { readTask, type Task } from './task.js';
@@ -24,6 +24,21 @@ export interface ListOptions {
  * init_task (PID 0, the boot CPU's idle task) is the list head: it is not a process and is not returned.
  */
 export function listTasks(k: TaskKernel, opts: ListOptions = {}): Task[] {
+  // A live guest changes while we read it: a task that exits mid-walk can make the list look like it
+  // loops or points into freed memory. Such a walk is read again from fresh memory (up to twice) before
+  // its truncation is reported; a dump, or a list that breaks the same way each time, is reported at once.
+  for (let attempt = 0; ; attempt++) {
+    const issues = new WalkIssues();
+    const tasks = listTasksOnce({ ...k, issues } as TaskKernel, opts);
+    const racy = issues.items.some((i) => i.kind === 'cycle' || i.kind === 'unmapped');
+    if (!racy || attempt >= 2 || !k.rereadLive?.()) {
+      for (const i of issues.items) k.issues.add(i.walker, i.kind, i.detail);
+      return tasks;
+    }
+  }
+}
+
+function listTasksOnce(k: TaskKernel, opts: ListOptions): Task[] {
   const max = opts.max ?? DEFAULT_MAX_TASKS;
   const L = taskLayout(k.types).task;
   const initTask = k.symbols.address('init_task');
