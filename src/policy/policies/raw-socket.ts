@@ -18,7 +18,7 @@ import { SockLayout, SocketCollector, type Socket } from '../../os/linux/net/soc
 import type { NetKernel } from '../../os/linux/net/context.js';
 import { attempt } from '../../os/linux/net/context.js';
 import { offset, readPtr } from '../../os/linux/fs/reader.js';
-import { listPidTasks, type Task } from '../../os/linux/tasks/index.js';
+import { listPidTasks, readProcessDetails, type Task } from '../../os/linux/tasks/index.js';
 import { definePolicy, stringListOption, type SweepContext } from '../policy.js';
 import type { Finding, Severity } from '../types.js';
 import {
@@ -27,6 +27,7 @@ import {
   exeFacts,
   fdSlots,
   hex,
+  isLive,
   leadersOf,
   sweepTasks,
   type ExeFacts,
@@ -72,6 +73,11 @@ export interface SocketHolder {
   fd: number;
   uid: number | null;
   exe: ExeFacts | null;
+  /**
+   * The busybox applet a process runs, from argv[0], when its comm says only "exe": busybox's shell runs
+   * applets by exec'ing /proc/self/exe, so `ping` from a busybox shell has comm "exe".
+   */
+  applet?: string;
   /** Found only through the PID table: the process is not on the task list. */
   hiddenFromTaskList?: boolean;
 }
@@ -99,7 +105,13 @@ export function collectRawSockets(k: RawKernel, sweep: number): RawSocketFacts[]
     const f: RawSocketFacts = { socket: s, holders: [] };
     facts.push(f);
     const sock = readPtr(k, s.address + skSocket);
-    const file = sock ? readPtr(k, sock + socketFile) : undefined;
+    // A sock without its struct socket is orphaned: closed by its last holder and being torn down. No
+    // process can use it any more, so it is nobody's sniffer.
+    if (!sock) {
+      facts.pop();
+      continue;
+    }
+    const file = readPtr(k, sock + socketFile);
     if (file) byFile.set(file, f);
   }
   const scanned = new Set<number>();
@@ -111,12 +123,15 @@ export function collectRawSockets(k: RawKernel, sweep: number): RawSocketFacts[]
     slots.forEach((file, fd) => {
       const f = file === 0n ? undefined : byFile.get(file);
       if (!f) return;
+      const exe = exeFacts(k, t);
+      const applet = t.comm === 'exe' && exe?.path.endsWith('/busybox') ? appletOf(k, t) : undefined;
       f.holders.push({
         pid: t.tgid,
         comm: t.comm,
         fd,
         uid: t.cred?.uid ?? null,
-        exe: exeFacts(k, t),
+        exe,
+        ...(applet ? { applet } : {}),
         ...(hidden ? { hiddenFromTaskList: true } : {}),
       });
     });
@@ -130,6 +145,15 @@ export function collectRawSockets(k: RawKernel, sweep: number): RawSocketFacts[]
   return facts;
 }
 
+function appletOf(k: RawKernel, t: Task): string | undefined {
+  try {
+    const argv0 = readProcessDetails(k as unknown as Kernel, t).cmdline.strings[0];
+    return argv0 ? baseName(argv0) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export interface RawSocketOptions {
   allow: readonly string[];
   allowIcmp: readonly string[];
@@ -140,7 +164,9 @@ export function allowedHolder(h: SocketHolder, allow: readonly string[]): boolea
   if (!h.exe || h.exe.deleted || h.exe.memfd !== undefined || h.hiddenFromTaskList) return false;
   const exeName = baseName(h.exe.path);
   return allow.some((a) =>
-    a.startsWith('/') ? h.exe!.path === a : h.comm === a && (exeName === a || exeName === 'busybox'),
+    a.startsWith('/')
+      ? h.exe!.path === a
+      : (h.applet ?? h.comm) === a && (exeName === a || exeName === 'busybox'),
   );
 }
 
@@ -228,7 +254,19 @@ export const rawSocketPolicy = definePolicy<Kernel>({
   },
   poll(ctx) {
     const k = ctx.requireKernel();
-    const facts = collectFresh(ctx, k, () => collectRawSockets(k, ctx.sweep));
+    let facts = collectFresh(ctx, k, () => collectRawSockets(k, ctx.sweep));
+    if (isLive(k) && facts.some((f) => f.holders.length === 0)) {
+      // A socket whose holder just closed it is briefly on the tables with no fd pointing at it. Read
+      // again from fresh memory: only a socket that still has no holder is reported as held by nobody.
+      k.epoch.bump();
+      const again = collectRawSockets(k, ctx.sweep);
+      const stillOrphan = new Set(
+        again.filter((f) => f.holders.length === 0).map((f) => `${f.socket.address}:${f.socket.inode}`),
+      );
+      facts = facts.filter(
+        (f) => f.holders.length > 0 || stillOrphan.has(`${f.socket.address}:${f.socket.inode}`),
+      );
+    }
     return rawSocketFindings(facts, rawSocketOptions(ctx));
   },
 });
