@@ -109,6 +109,14 @@ export const syslogSinkSchema = z
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'an HTTP header name (RFC 9110 token)');
 const headerValue = z.string().regex(/^[^\r\n\0]*$/, 'no CR, LF or NUL');
 
+function parseUrl(u: string): URL | undefined {
+  try {
+    return new URL(u);
+  } catch {
+    return undefined;
+  }
+}
+
 export const webhookSinkSchema = z
   .object({
     type: z.literal('webhook'),
@@ -116,10 +124,11 @@ export const webhookSinkSchema = z
     url: z
       .string()
       .url()
-      .refine((u) => /^https?:$/.test(new URL(u).protocol), 'http: or https: only')
+      // zod runs every refinement even after .url() failed, so each one parses defensively.
+      .refine((u) => /^https?:$/.test(parseUrl(u)?.protocol ?? 'http:'), 'http: or https: only')
       .refine((u) => {
-        const p = new URL(u);
-        return p.username === '' && p.password === '';
+        const p = parseUrl(u);
+        return !p || (p.username === '' && p.password === '');
       }, 'no credentials in the URL: put them in headers (e.g. Authorization)'),
     headers: z.record(headerName, headerValue).optional(),
     /** Directory of pending alerts, one file each; created if missing. */
