@@ -60,7 +60,16 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function guestStatus(name: string = DEFAULT_GUEST_NAME): GuestState | undefined {
   const s = readState(checkGuestName(name));
   if (!s) return undefined;
-  if (isRunning(s)) return s;
+  if (isRunning(s)) {
+    if (existsSync(s.memoryFile)) return s;
+    // Its RAM file was removed under it (a tmpfs cleanup, a guest of the same name under another cache
+    // root): vigil can no longer read this guest, so it is ended, by its PID, and booted afresh.
+    try {
+      process.kill(s.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
   cleanup(s.name, s.memoryFile);
   return undefined;
 }
