@@ -16,6 +16,7 @@ import { connectQemu } from '../vmm/qemu/machine.js';
 import type { Machine, Vcpu } from '../vmm/types.js';
 import { VigilError, describeSysError } from '../util/errors.js';
 import { Kernel } from '../os/linux/kernel.js';
+import { ProgressBar } from './progress.js';
 
 export interface TargetOptions {
   qmp?: string;
@@ -124,7 +125,14 @@ function withKernel(kind: Target['kind'], spec: string, machine: Machine, live: 
     spec,
     machine,
     kernel() {
-      kernel ??= Kernel.bootstrap(machine.memory, { live });
+      if (!kernel) {
+        const bar = new ProgressBar();
+        try {
+          kernel = Kernel.bootstrap(machine.memory, { live, onProgress: (step, f) => bar.update(f, step) });
+        } finally {
+          bar.done();
+        }
+      }
       return kernel;
     },
     close: () => machine.close(),

@@ -88,6 +88,8 @@ export interface EngineOptions<K> {
   clock?: Clock;
   /** Run before each sweep, e.g. to move the caches' epoch so the sweep reads fresh guest state. */
   beforeSweep?: () => void | Promise<void>;
+  /** Called as each policy's turn in a sweep begins (progress display for long one-shot sweeps). */
+  onPolicyStart?: (policy: string, index: number, total: number) => void;
   /** Errors of the background loop that could not become alerts. */
   onError?: (e: unknown) => void;
 }
@@ -467,9 +469,11 @@ export class Engine<K = unknown> {
       }
     }
     await this.#loadBaseline();
-    for (const s of this.#active()) {
+    const active = [...this.#active()];
+    for (const [i, s] of active.entries()) {
       const p = s.policy;
       const due = force || this.#clock.now() >= s.nextDue;
+      this.#o.onPolicyStart?.(p.id, i, active.length);
       if (p.poll && due) {
         await this.#runPoll(s, n, report);
       } else if (!p.poll && p.learn && this.#needsLearn(s)) {

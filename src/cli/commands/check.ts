@@ -9,6 +9,7 @@ import type { Kernel } from '../../os/linux/kernel.js';
 import { VigilError, isVigilError } from '../../util/errors.js';
 import { sanitize } from '../../util/sanitize.js';
 import { print, toJson } from '../output.js';
+import { ProgressBar } from '../progress.js';
 import { addTargetOptions, withTarget, type TargetOptions } from '../target.js';
 
 interface CheckOptions extends TargetOptions {
@@ -38,6 +39,7 @@ export function register(program: Command): void {
         if (!isVigilError(e)) throw e;
         kernelUnavailable = e.toLine();
       }
+      const bar = new ProgressBar();
       const engine = new Engine<Kernel>({
         vm: t.machine.name,
         machine: t.machine,
@@ -56,6 +58,7 @@ export function register(program: Command): void {
         // A sweep budget guards a monitor's polling rhythm; one-shot checks (first sweeps learn
         // baselines and hash kernel text) only need a bound against a pathological guest.
         config: { sweepBudgetMs: 60_000 },
+        onPolicyStart: (id, i, total) => bar.update(i / total, `policy ${id} (${i + 1}/${total})`),
       });
       const status = engine.status();
       if (opts.list) {
@@ -65,7 +68,12 @@ export function register(program: Command): void {
       if (!kernel && status.every((s) => s.state !== 'active')) {
         throw new VigilError('os', 'not-found', `no policy can run: ${kernelUnavailable}`);
       }
-      const alerts = await engine.runOnce();
+      let alerts;
+      try {
+        alerts = await engine.runOnce();
+      } finally {
+        bar.done();
+      }
       if (opts.json) print(toJson(alerts));
       else {
         for (const s of status.filter((x) => x.state === 'skipped'))

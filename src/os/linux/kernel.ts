@@ -25,6 +25,8 @@ export interface KernelOptions {
    */
   epoch?: Epoch;
   live?: boolean;
+  /** Told as each bootstrap step starts, with the fraction of the work done (for a progress bar). */
+  onProgress?: (step: string, fraction: number) => void;
 }
 
 export interface BootstrapTimings {
@@ -83,6 +85,8 @@ export class Kernel {
     const epoch = options.epoch ?? (live ? new EpochClass({ maxAgeMs: 1000 }) : EpochClass.frozen());
     const memory = new CachedPhysicalMemory(raw, epoch);
     const t0 = performance.now();
+    const progress = options.onProgress ?? (() => {});
+    progress('finding the kernel symbol table (kallsyms)', 0);
 
     let found;
     try {
@@ -98,6 +102,7 @@ export class Kernel {
     const symbols = found.symbols;
     const t1 = performance.now();
 
+    progress('placing the kernel image (KASLR)', 0.55);
     let kaslr: KaslrInfo;
     const anchors = imageAnchors(memory, symbols, found.layout.namesAddr);
     try {
@@ -118,6 +123,7 @@ export class Kernel {
         : findBanner(memory);
     const t3 = performance.now();
 
+    progress('reading kernel types (BTF)', 0.7);
     const startBtf = symbols.address('__start_BTF');
     if (startBtf === undefined) {
       throw new VigilError(
@@ -138,6 +144,7 @@ export class Kernel {
       );
     }
     const t4 = performance.now();
+    progress('kernel ready', 1);
 
     return new Kernel({
       memory,
