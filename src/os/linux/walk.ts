@@ -67,14 +67,23 @@ export function* listHeadEntries(read: PointerReader, head: bigint, opts: WalkOp
   if (node === undefined) opts.issues?.add(opts.walker, 'unmapped', `list head ${hex(head)} is not readable`);
 }
 
-/** Walk a NULL-terminated `struct hlist_head` chain: yields each hlist_node address. */
-export function* hlistEntries(read: PointerReader, head: bigint, opts: WalkOptions): Generator<bigint> {
+/**
+ * Walk a singly linked chain whose `next` pointer sits at offset 0 of each node, starting from `first`
+ * (the head's first pointer). `isEnd` says which values end the chain: NULL for a plain hlist, also any odd
+ * "nulls" marker for an hlist_nulls. Yields each node address.
+ */
+export function* chainEntries(
+  read: PointerReader,
+  first: bigint,
+  opts: WalkOptions,
+  isEnd: (v: bigint) => boolean = (v) => v === 0n,
+): Generator<bigint> {
   const seen = new Set<bigint>();
-  let node = read(head);
+  let node: bigint | undefined = first;
   let count = 0;
-  while (node !== undefined && node !== 0n) {
+  while (!isEnd(node)) {
     if (seen.has(node)) {
-      opts.issues?.add(opts.walker, 'cycle', `hlist loops back to ${hex(node)} after ${count} entries`);
+      opts.issues?.add(opts.walker, 'cycle', `chain loops back to ${hex(node)} after ${count} entries`);
       return;
     }
     if (count >= opts.max) {
@@ -84,9 +93,23 @@ export function* hlistEntries(read: PointerReader, head: bigint, opts: WalkOptio
     seen.add(node);
     count++;
     yield node;
-    node = read(node); // hlist_node.next is at offset 0
+    const at: bigint = node;
+    node = read(at);
+    if (node === undefined) {
+      opts.issues?.add(opts.walker, 'unmapped', `chain node ${hex(at)} is not readable`);
+      return;
+    }
   }
-  if (node === undefined) opts.issues?.add(opts.walker, 'unmapped', `hlist chain is not readable`);
+}
+
+/** Walk a NULL-terminated `struct hlist_head` chain: yields each hlist_node address. */
+export function* hlistEntries(read: PointerReader, head: bigint, opts: WalkOptions): Generator<bigint> {
+  const first = read(head);
+  if (first === undefined) {
+    opts.issues?.add(opts.walker, 'unmapped', `hlist head ${hex(head)} is not readable`);
+    return;
+  }
+  yield* chainEntries(read, first, opts);
 }
 
 /**
