@@ -6,45 +6,8 @@ import { BtfWriter } from '../btf/testkit.js';
 import { TypeRegistry } from '../btf/registry.js';
 import { WalkIssues } from '../walk.js';
 import type { KernelReader } from './reader.js';
-
-const PAGE = 4096n;
-
-/** Sparse memory: 4 KiB pages that exist once written. */
-export class SparseMemory {
-  readonly pages = new Map<bigint, Buffer>();
-
-  write(va: bigint, data: Buffer): void {
-    for (let i = 0; i < data.length;) {
-      const at = va + BigInt(i);
-      const page = at - (at % PAGE);
-      let p = this.pages.get(page);
-      if (!p) this.pages.set(page, (p = Buffer.alloc(Number(PAGE))));
-      const off = Number(at - page);
-      const n = Math.min(data.length - i, Number(PAGE) - off);
-      data.copy(p, off, i, i + n);
-      i += n;
-    }
-  }
-
-  unmap(va: bigint): void {
-    this.pages.delete(va - (va % PAGE));
-  }
-
-  tryRead(va: bigint, length: number): Buffer | undefined {
-    const out = Buffer.alloc(length);
-    for (let i = 0; i < length;) {
-      const at = va + BigInt(i);
-      const page = at - (at % PAGE);
-      const p = this.pages.get(page);
-      if (!p) return undefined;
-      const off = Number(at - page);
-      const n = Math.min(length - i, Number(PAGE) - off);
-      p.copy(out, i, off, off + n);
-      i += n;
-    }
-    return out;
-  }
-}
+import { SparseMemory } from '../sparse-memory.js';
+export { SparseMemory } from '../sparse-memory.js';
 
 type M = [string, number, number];
 

@@ -1,13 +1,12 @@
 // Test support for the network walkers: a small kernel-like BTF (socket, hash-table, namespace and device
 // structs with the kernel's member names, in a compact layout of our own: the walkers must find every
 // offset through BTF), sparse virtual memory with field writers, and a fake NetKernel over both.
-import { VigilError } from '../../../util/errors.js';
 import { BtfWriter } from '../btf/testkit.js';
 import { StructView, TypeRegistry, type TypeRef } from '../btf/index.js';
 import { WalkIssues } from '../walk.js';
 import type { NetKernel } from './context.js';
-
-const PAGE = 4096n;
+import { SparseMemory } from '../sparse-memory.js';
+export { SparseMemory } from '../sparse-memory.js';
 
 /** Build the BTF. Layouts are compact and differ from the kernel's on purpose. */
 export function netBtf(): TypeRegistry {
@@ -165,49 +164,6 @@ export function netBtf(): TypeRegistry {
     ['packet', netnsPacket, 448],
   ]);
   return TypeRegistry.fromBlob(w.blob());
-}
-
-/** Sparse virtual memory: pages exist once written (or mapped); everything else is unmapped. */
-export class SparseMemory {
-  private readonly pages = new Map<bigint, Buffer>();
-
-  map(va: bigint, length: number): void {
-    for (let p = va / PAGE; p <= (va + BigInt(length) - 1n) / PAGE; p++) {
-      if (!this.pages.has(p)) this.pages.set(p, Buffer.alloc(Number(PAGE)));
-    }
-  }
-
-  unmap(va: bigint): void {
-    this.pages.delete(va / PAGE);
-  }
-
-  write(va: bigint, bytes: Buffer): void {
-    this.map(va, Math.max(bytes.length, 1));
-    for (let i = 0; i < bytes.length; i++) {
-      const a = va + BigInt(i);
-      this.pages.get(a / PAGE)![Number(a % PAGE)] = bytes[i]!;
-    }
-  }
-
-  tryRead(va: bigint, length: number): Buffer | undefined {
-    const out = Buffer.alloc(length);
-    for (let i = 0; i < length;) {
-      const a = va + BigInt(i);
-      const page = this.pages.get(a / PAGE);
-      if (!page) return undefined;
-      const off = Number(a % PAGE);
-      const n = Math.min(length - i, Number(PAGE) - off);
-      page.copy(out, i, off, off + n);
-      i += n;
-    }
-    return out;
-  }
-
-  read(va: bigint, length: number): Buffer {
-    const b = this.tryRead(va, length);
-    if (!b) throw new VigilError('arch', 'unmapped', `unmapped read of ${length} at 0x${va.toString(16)}`);
-    return b;
-  }
 }
 
 /** A NetKernel over netBtf() and a SparseMemory, with helpers to lay out kernel objects by field name. */

@@ -7,57 +7,8 @@ import { BtfWriter } from '../btf/testkit.js';
 import { TypeRegistry } from '../btf/registry.js';
 import { WalkIssues } from '../walk.js';
 import type { TaskKernel, TryReader } from './access.js';
-
-const PAGE = 4096n;
-
-/** Sparse byte-addressed memory: 4 KiB pages that exist once written. */
-export class FakeSpace implements TryReader {
-  readonly pages = new Map<bigint, Buffer>();
-
-  write(va: bigint, data: Buffer): void {
-    for (let i = 0; i < data.length;) {
-      const at = va + BigInt(i);
-      const page = at - (at % PAGE);
-      let p = this.pages.get(page);
-      if (!p) this.pages.set(page, (p = Buffer.alloc(Number(PAGE))));
-      const off = Number(at - page);
-      const n = Math.min(data.length - i, Number(PAGE) - off);
-      data.copy(p, off, i, i + n);
-      i += n;
-    }
-  }
-
-  writeU64(va: bigint, v: bigint): void {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt.asUintN(64, v));
-    this.write(va, b);
-  }
-
-  unmap(va: bigint): void {
-    this.pages.delete(va - (va % PAGE));
-  }
-
-  tryRead(va: bigint, length: number): Buffer | undefined {
-    const out = Buffer.alloc(length);
-    for (let i = 0; i < length;) {
-      const at = va + BigInt(i);
-      const page = at - (at % PAGE);
-      const p = this.pages.get(page);
-      if (!p) return undefined;
-      const off = Number(at - page);
-      const n = Math.min(length - i, Number(PAGE) - off);
-      p.copy(out, i, off, off + n);
-      i += n;
-    }
-    return out;
-  }
-
-  read(va: bigint, length: number): Buffer {
-    const b = this.tryRead(va, length);
-    if (!b) throw new VigilError('arch', 'unmapped', `0x${va.toString(16)} is not mapped`);
-    return b;
-  }
-}
+import { SparseMemory as FakeSpace } from '../sparse-memory.js';
+export { SparseMemory as FakeSpace } from '../sparse-memory.js';
 
 export interface FakeKernelOptions {
   /** kernel_cap_t as a u64 `val` (6.3+) instead of `cap[2]` u32 words. */
