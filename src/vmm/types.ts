@@ -79,6 +79,49 @@ export interface MachineDebug {
   watch(va: bigint, len: number, kind: 'w' | 'r' | 'rw'): Promise<DebugHandle>;
 }
 
+/** What a command run in the guest by its agent produced. */
+export interface GuestExecResult {
+  exitCode: number;
+  stdout: Buffer;
+  stderr: Buffer;
+  /** True when the agent or vigil cut the output at its size bound. */
+  truncated: boolean;
+}
+
+/**
+ * qemu-guest-agent inside the guest: what the guest itself says. Its answers come from the guest's kernel
+ * and may be lies — comparing them with what vigil reads from memory is the lie detector's point.
+ */
+export interface GuestAgent {
+  /** Run a program in the guest and wait, bounded in time and output, for it to end. */
+  exec(
+    path: string,
+    args: readonly string[],
+    options?: { timeoutMs?: number; maxOutput?: number },
+  ): Promise<GuestExecResult>;
+  /** Read a whole guest file, bounded in size (files under /proc report size 0: read until EOF). */
+  readFile(path: string, options?: { maxBytes?: number }): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+/** The model-specific registers of one vCPU that say where system calls enter the kernel. */
+export interface SyscallEntryMsrs {
+  vcpu: number;
+  /** MSR_LSTAR: the 64-bit SYSCALL entry point. */
+  lstar: bigint;
+  /** MSR_CSTAR: the compat-mode SYSCALL entry point. */
+  cstar?: bigint;
+  /** MSR_STAR: segment selectors for SYSCALL/SYSRET. */
+  star?: bigint;
+  /** MSR_IA32_SYSENTER_EIP: the SYSENTER entry point. */
+  sysenterEip?: bigint;
+}
+
+/** vCPU state beyond what the register interfaces offer (QEMU: from a device-state snapshot). */
+export interface MachineCpuState {
+  syscallEntryMsrs(): Promise<readonly SyscallEntryMsrs[]>;
+}
+
 /** A VM as vigil sees it. A dump is a Machine without events or control. */
 export interface Machine {
   readonly name: string;
@@ -87,5 +130,8 @@ export interface Machine {
   readonly events?: AsyncIterable<VmEvent>;
   readonly control?: MachineControl;
   readonly debug?: MachineDebug;
+  /** qemu-guest-agent, when the VM has one vigil can reach. */
+  readonly agent?: GuestAgent;
+  readonly cpuState?: MachineCpuState;
   close(): Promise<void>;
 }
