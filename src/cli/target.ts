@@ -13,9 +13,10 @@ import {
 } from '../vmm/memory/index.js';
 import { readQemuCommandLine } from '../vmm/qemu/cmdline.js';
 import { connectQemu } from '../vmm/qemu/machine.js';
-import type { Machine, Vcpu } from '../vmm/types.js';
+import type { Machine, PhysicalMemory, Vcpu } from '../vmm/types.js';
 import { VigilError, describeSysError } from '../util/errors.js';
 import { Kernel } from '../os/linux/kernel.js';
+import { bootstrapLive } from '../os/linux/live-kernel.js';
 import { ProgressBar } from './progress.js';
 
 export interface TargetOptions {
@@ -30,8 +31,11 @@ export interface Target {
   /** What the user gave, for messages. */
   spec: string;
   machine: Machine;
-  /** Bootstrapped once, on first use. */
-  kernel(): Kernel;
+  /**
+   * Bootstrapped once, on first use. On a live VM it is the kernel the vCPUs run: a guest that rebooted
+   * keeps its old kernel image in RAM, and that stale image is skipped.
+   */
+  kernel(): Promise<Kernel>;
   close(): Promise<void>;
 }
 
@@ -119,20 +123,26 @@ function parsePid(s: string): number {
 }
 
 function withKernel(kind: Target['kind'], spec: string, machine: Machine, live: boolean): Target {
-  let kernel: Kernel | undefined;
+  let kernel: Promise<Kernel> | undefined;
+  const bootstrap = async (): Promise<Kernel> => {
+    const bar = new ProgressBar();
+    const boot = (memory: PhysicalMemory) =>
+      Kernel.bootstrap(memory, { live, onProgress: (step, f) => bar.update(f, step) });
+    try {
+      if (!live || machine.vcpus.length === 0) return boot(machine.memory);
+      const found = await bootstrapLive(machine.memory, machine.vcpus, { bootstrap: boot });
+      if (!found.ok) throw new VigilError('os', 'not-found', `no running kernel in this VM: ${found.reason}`);
+      return found.kernel;
+    } finally {
+      bar.done();
+    }
+  };
   return {
     kind,
     spec,
     machine,
     kernel() {
-      if (!kernel) {
-        const bar = new ProgressBar();
-        try {
-          kernel = Kernel.bootstrap(machine.memory, { live, onProgress: (step, f) => bar.update(f, step) });
-        } finally {
-          bar.done();
-        }
-      }
+      kernel ??= bootstrap();
       return kernel;
     },
     close: () => machine.close(),

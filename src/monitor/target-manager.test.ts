@@ -7,7 +7,7 @@ import { definePolicy } from '../policy/policy.js';
 import type { Finding } from '../policy/types.js';
 import { VigilError } from '../util/errors.js';
 import type { QmpStatus } from '../vmm/qmp/types.js';
-import type { LiveBootstrap } from './live-kernel.js';
+import type { LiveBootstrap } from '../os/linux/live-kernel.js';
 import { WatchedTarget, type TargetState } from './target-manager.js';
 import { fakeConn, fakeKernel, sleep, waitFor, type FakeConn, type FakeKernel } from './watch-testkit.js';
 

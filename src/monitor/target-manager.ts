@@ -28,7 +28,7 @@ import {
   runsOnCpu,
   sameIdentity,
   type LiveBootstrap,
-} from './live-kernel.js';
+} from '../os/linux/live-kernel.js';
 import { LiveMachine, type LiveConnection } from './live-machine.js';
 
 export type TargetState = 'connecting' | 'bootstrapping' | 'watching' | 'paused' | 'lost' | 'stopped';

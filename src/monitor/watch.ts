@@ -15,7 +15,7 @@ import { sanitize } from '../util/sanitize.js';
 import { connectQemu } from '../vmm/qemu/machine.js';
 import type { TargetSpec, WatchConfig } from './config.js';
 import { Discovery, nameFromSocket } from './discovery.js';
-import { bootstrapLive } from './live-kernel.js';
+import { bootstrapLive } from '../os/linux/live-kernel.js';
 import type { LiveMachine } from './live-machine.js';
 import {
   createVigilMetrics,

@@ -12,15 +12,9 @@ import { VigilError, describeSysError } from '../util/errors.js';
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
-/** Which kernel a baseline was learned on. The caller (os layer) supplies it after bootstrap. */
-export interface KernelIdentity {
-  /** The `Linux version …` banner. */
-  banner: string;
-  /** KASLR virtual offset (the slide). */
-  kaslrOffset: bigint;
-  /** Kernel release (e.g. "6.1.0-28-amd64"), shown in the file header. */
-  release?: string;
-}
+/** Which kernel a baseline was learned on (the os layer derives it after bootstrap). */
+export type { KernelIdentity } from '../os/linux/live-kernel.js';
+import type { KernelIdentity } from '../os/linux/live-kernel.js';
 
 /** A kernel identity as stored in the file: the slide in hex, so it reads like an address. */
 export interface StoredIdentity {

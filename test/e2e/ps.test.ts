@@ -12,7 +12,14 @@ import { join } from 'node:path';
 import type { GuestState } from '../../src/lab/index.js';
 import { runVigil, vigilJson } from '../support/cli.js';
 import { dumpGuest, whilePaused } from '../support/dump.js';
-import { guestRun, parseVigilPs, sharedGuest, type GuestProcess } from '../support/guest.js';
+import {
+  consoleBack,
+  consoleWrite,
+  guestRun,
+  parseVigilPs,
+  sharedGuest,
+  type GuestProcess,
+} from '../support/guest.js';
 
 const GUEST = 'vigil-test-main';
 const GUEST_4LEVEL = 'vigil-test-4level';
@@ -193,6 +200,21 @@ describe('vigil ps on a 4-level paging guest', { timeout: 900_000 }, () => {
   test('(d) agrees with /proc there too', async () => {
     const guest = await sharedGuest(GUEST_4LEVEL, { cpu: 'max,la57=off' });
     assert.equal(guest.paging, 4);
+    await compareLive(guest);
+  });
+
+  test('(e) after a reboot, one-shot commands read the new kernel, not the old image left in RAM', async () => {
+    const guest = await sharedGuest(GUEST_4LEVEL, { cpu: 'max,la57=off' });
+    const textVirt = async () =>
+      BigInt('0x' + (await guestRun(guest, "grep ' _text$' /proc/kallsyms")).trim().split(/\s+/)[0]);
+    const before = await textVirt();
+    await consoleWrite(guest, 'reboot -f\n');
+    await consoleBack(guest, 240_000);
+    const after = await textVirt();
+    // KASLR picks a new slide at every boot; the same one again would make this test prove nothing.
+    assert.notEqual(after, before, 'the guest came back with a new KASLR offset');
+    const k = await vigilJson<{ textVirt: string }>(['kernel', '--qmp', guest.qmp, '--json']);
+    assert.equal(BigInt(k.textVirt), after, "vigil's _text is the running kernel's");
     await compareLive(guest);
   });
 });

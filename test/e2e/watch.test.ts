@@ -9,14 +9,13 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { attackImage, runAttack } from '../../src/lab/attacks.js';
 import { stopGuest, type GuestState } from '../../src/lab/index.js';
 import { repoRoot, runVigil } from '../support/cli.js';
-import { guestExec, sharedGuest } from '../support/guest.js';
+import { consoleBack, consoleWrite, sharedGuest } from '../support/guest.js';
 
 const A = 'vigil-test-watch-a';
 const B = 'vigil-test-watch-b';
@@ -159,29 +158,6 @@ async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs
     if (v) return v;
     if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-/** Type a command on the console without waiting for an answer (the guest will not give one). */
-function consoleWrite(g: GuestState, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = connect(g.serial);
-    s.once('error', reject);
-    s.once('connect', () => s.end(text, () => setTimeout(resolve, 200)));
-  });
-}
-
-/** The guest's shell answers again (after a reboot). */
-async function consoleBack(g: GuestState, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const r = await guestExec(g, 'echo ok', 10_000);
-      if (r.output.trim() === 'ok') return;
-    } catch {
-      // still booting
-    }
-    if (Date.now() > deadline) assert.fail(`guest ${g.name} console did not come back`);
   }
 }
 

@@ -1,6 +1,7 @@
 // Test support for end-to-end suites: shared lab guests (booted once, reused by every test file and left
 // running; scripts/test.mjs shuts them down at the end with down-all), console commands, and ground truth
 // about processes from the guest's own /proc.
+import { connect } from 'node:net';
 import {
   ensureGuest,
   execInGuest,
@@ -45,6 +46,30 @@ export async function guestRun(guest: GuestState | string, cmd: string, timeoutM
     throw new Error(`guest command "${cmd}" exited with ${r.exitCode}: ${r.output.slice(0, 500)}`);
   }
   return r.output;
+}
+
+/** Type a command on the console without waiting for an answer (`reboot -f` gives none). */
+export function consoleWrite(g: GuestState, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect(g.serial);
+    s.once('error', reject);
+    s.once('connect', () => s.end(text, () => setTimeout(resolve, 200)));
+  });
+}
+
+/** Wait until the guest's shell answers again (after a reboot). */
+export async function consoleBack(g: GuestState, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const r = await guestExec(g, 'echo ok', 10_000);
+      if (r.output.trim() === 'ok') return;
+    } catch {
+      // still booting
+    }
+    if (Date.now() > deadline) throw new Error(`guest ${g.name} console did not come back`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 export interface GuestProcess {

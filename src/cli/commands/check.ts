@@ -34,7 +34,7 @@ export function register(program: Command): void {
       let kernel: Kernel | undefined;
       let kernelUnavailable: string | undefined;
       try {
-        kernel = t.kernel();
+        kernel = await t.kernel();
       } catch (e) {
         if (!isVigilError(e)) throw e;
         kernelUnavailable = e.toLine();

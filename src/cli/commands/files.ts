@@ -79,8 +79,8 @@ export function register(program: Command): void {
       .option('--json', 'print JSON'),
   ).action(async (pidArg: string, opts: TargetOptions & { json?: boolean }) => {
     const pid = parsePidArg(pidArg);
-    const { files, issues } = await withTarget(opts, (t) => {
-      const k = t.kernel();
+    const { files, issues } = await withTarget(opts, async (t) => {
+      const k = await t.kernel();
       const task = findTask(k, pid);
       return { files: openFiles(k, task.address), issues: k.issues.items };
     });

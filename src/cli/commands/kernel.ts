@@ -56,8 +56,8 @@ export function register(program: Command): void {
       .option('--hash', 'also hash kernel text (SHA-256 of _stext.._etext)')
       .option('--json', 'print JSON'),
   ).action(async (opts: KernelOptions) => {
-    const { report, issues } = await withTarget(opts, (t) => {
-      const k = t.kernel();
+    const { report, issues } = await withTarget(opts, async (t) => {
+      const k = await t.kernel();
       const r: KernelReport = {
         release: k.release,
         banner: k.banner.text,

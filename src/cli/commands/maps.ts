@@ -70,8 +70,8 @@ export function register(program: Command): void {
       .option('--json', 'print JSON'),
   ).action(async (pidArg: string, opts: TargetOptions & { json?: boolean }) => {
     const pid = parsePidArg(pidArg);
-    const { maps, issues } = await withTarget(opts, (t) => {
-      const k = t.kernel();
+    const { maps, issues } = await withTarget(opts, async (t) => {
+      const k = await t.kernel();
       const task = findTask(k, pid);
       return { maps: taskMaps(k, task.address), issues: k.issues.items };
     });

@@ -85,8 +85,8 @@ export function register(program: Command): void {
       .option('--sysfs', 'list the /sys/module kobjects instead (built-ins included)')
       .option('--json', 'print JSON'),
   ).action(async (opts: ModulesOptions) => {
-    const out = await withTarget(opts, (t) => {
-      const k = t.kernel();
+    const out = await withTarget(opts, async (t) => {
+      const k = await t.kernel();
       const kobjects = opts.sysfs ? listModuleKobjects(k).map(kobjectRow) : [];
       const modules = opts.sysfs ? [] : listModules(k).map(moduleRow);
       return { kobjects, modules, taint: kernelTaint(k), issues: k.issues.items };

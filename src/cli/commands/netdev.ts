@@ -13,8 +13,8 @@ export function register(program: Command): void {
       .description('network devices of every namespace: flags, promiscuity, MTU, MAC, driver ops')
       .option('--json', 'print JSON'),
   ).action(async (opts: TargetOptions & { json?: boolean }) => {
-    const { devices, issues } = await withTarget(opts, (t) => {
-      const k = t.kernel();
+    const { devices, issues } = await withTarget(opts, async (t) => {
+      const k = await t.kernel();
       return { devices: listNetDevices(k), issues: k.issues.items };
     });
     print(opts.json ? toJson(devices) : table(devices));

@@ -119,8 +119,8 @@ export async function readProcesses(
   const source = parseSource(opts.source);
   const max = parseMax(opts.max);
   return withTarget(opts, (t) =>
-    paused(t, opts.pause === true, () => {
-      const k = t.kernel();
+    paused(t, opts.pause === true, async () => {
+      const k = await t.kernel();
       const processes = listProcesses(k, {
         source,
         ...(max !== undefined ? { max } : {}),
@@ -141,15 +141,15 @@ async function readPs(opts: PsOptions): Promise<{ rows: PsRow[]; issues: WalkIss
 }
 
 /** Run `fn` with a live VM paused when asked (and resume it only if it was running). */
-async function paused<T>(t: Target, pause: boolean, fn: () => T): Promise<T> {
+async function paused<T>(t: Target, pause: boolean, fn: () => T | Promise<T>): Promise<T> {
   const control = t.machine.control;
   if (!pause || !control) return fn();
   const wasPaused = await control.isPaused();
   if (!wasPaused) await control.pause();
   try {
     // A paused guest's memory no longer changes: anything cached before is stale, nothing after will be.
-    t.kernel().refresh();
-    return fn();
+    (await t.kernel()).refresh();
+    return await fn();
   } finally {
     if (!wasPaused) await control.resume();
   }

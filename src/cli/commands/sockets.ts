@@ -52,8 +52,8 @@ export function register(program: Command): void {
       .option('--json', 'print JSON'),
   ).action(async (opts: SocketsOptions) => {
     const only = opts.netid !== undefined ? parseNetids(opts.netid) : undefined;
-    const { sockets, issues } = await withTarget(opts, (t) => {
-      const k = t.kernel();
+    const { sockets, issues } = await withTarget(opts, async (t) => {
+      const k = await t.kernel();
       let list = listSockets(k);
       if (only) list = list.filter((s) => only.has(s.netid));
       if (opts.owners) socketOwners(k, list);

@@ -55,8 +55,8 @@ export function register(program: Command): void {
       .option('--hooked', 'only entries that do not point into kernel text')
       .option('--json', 'print JSON'),
   ).action(async (opts: SyscallsOptions) => {
-    const out = await withTarget(opts, (t) => {
-      const k = t.kernel();
+    const out = await withTarget(opts, async (t) => {
+      const k = await t.kernel();
       const attributor = new CodeAttributor(k);
       const idt: IdtRow[] = !opts.idt
         ? []

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Epoch } from '../arch/epoch.js';
-import { PageTableAddressSpace, PagingCache } from '../arch/x86_64/index.js';
-import { BufferPhysicalMemory, PageTableBuilder } from '../arch/x86_64/test-memory.js';
-import { buildKallsyms } from '../os/linux/kallsyms/test-support.js';
-import type { Kernel } from '../os/linux/kernel.js';
-import { VigilError } from '../util/errors.js';
-import type { Vcpu, X86Registers } from '../vmm/types.js';
+import { Epoch } from '../../arch/epoch.js';
+import { PageTableAddressSpace, PagingCache } from '../../arch/x86_64/index.js';
+import { BufferPhysicalMemory, PageTableBuilder } from '../../arch/x86_64/test-memory.js';
+import { buildKallsyms } from './kallsyms/test-support.js';
+import type { Kernel } from './kernel.js';
+import { VigilError } from '../../util/errors.js';
+import type { Vcpu, X86Registers } from '../../vmm/types.js';
 import {
   bootstrapLive,
   cr3Roots,

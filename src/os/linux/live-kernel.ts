@@ -12,14 +12,13 @@
 // is tried again with that image (or its kallsyms tables) hidden.
 // Every sweep, a cheaper check (no QMP round trip) re-reads linux_banner through the kernel page tables.
 
-import { PageTableAddressSpace, type PagingCache } from '../arch/x86_64/index.js';
-import type { PagingMode } from '../arch/types.js';
-import { findKallsyms } from '../os/linux/kallsyms/index.js';
-import { Kernel } from '../os/linux/kernel.js';
-import { kernelVirtToPhys } from '../os/linux/kaslr.js';
-import type { KernelIdentity } from '../policy/baseline.js';
-import { isVigilError } from '../util/errors.js';
-import type { PhysicalMemory, PhysRange, Vcpu } from '../vmm/types.js';
+import { PageTableAddressSpace, type PagingCache } from '../../arch/x86_64/index.js';
+import type { PagingMode } from '../../arch/types.js';
+import { findKallsyms } from './kallsyms/index.js';
+import { Kernel } from './kernel.js';
+import { kernelVirtToPhys } from './kaslr.js';
+import { isVigilError } from '../../util/errors.js';
+import type { PhysicalMemory, PhysRange, Vcpu } from '../../vmm/types.js';
 
 /** What the checks read of a Kernel (a real one, or a synthetic one in tests). */
 export interface CheckableKernel {
@@ -81,6 +80,16 @@ export function kernelPhase(k: CheckableKernel): { phase: KernelPhase; name: str
   const v = BigInt(b.readUInt32LE(0));
   const hit = phaseTable(k).get(v);
   return hit ?? { phase: 'unknown', name: `system_state ${v}` };
+}
+
+/** Which kernel this is: what baselines are tied to. */
+export interface KernelIdentity {
+  /** The `Linux version …` banner. */
+  banner: string;
+  /** KASLR virtual offset (the slide). */
+  kaslrOffset: bigint;
+  /** Kernel release (e.g. "6.1.0-28-amd64"). */
+  release?: string;
 }
 
 /** The identity baselines are tied to: a changed banner or KASLR offset means another kernel (a reboot). */
