@@ -33,7 +33,8 @@ const WALK_RUNS = 5;
 const SWEEP_RUNS = 5;
 /** The slowdown loop should take about this long on an unmonitored guest. */
 const LOOP_TARGET_MS = 3_000;
-const LOOP_PAIRS = 3;
+/** Alternating unmonitored/monitored runs: the machine's own noise is of the order of the effect measured. */
+const LOOP_PAIRS = 5;
 const DETECT_TIMEOUT_MS = 15_000;
 const VOLATILITY_NOTE = 'issue: Volatility 3 takes ~7 s per plugin after preparing a symbol file';
 
@@ -44,6 +45,11 @@ const median = (xs: readonly number[]): number => {
     : s.length % 2
       ? s[(s.length - 1) / 2]!
       : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+/** "0.97–1.12×": the spread of monitored/unmonitored over the pairs, to tell an effect from noise. */
+const pairRatios = (bare: readonly number[], watched: readonly number[]): string => {
+  const r = bare.map((b, i) => watched[i]! / b).sort((a, b) => a - b);
+  return r.length ? `${r[0]!.toFixed(2)}–${r.at(-1)!.toFixed(2)}×` : 'none';
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (s: string) => process.stderr.write(`  … ${s}\n`);
@@ -379,7 +385,8 @@ async function sweepSection(ctx: BenchContext): Promise<void> {
       'guest slowdown under monitoring',
       watchedMs / bareMs,
       '×',
-      `monitored / unmonitored; host load average ${loadavg()[0]!.toFixed(1)} (other guests and tests skew it)`,
+      `monitored / unmonitored medians; per-pair ratios ${pairRatios(bare, watched)}; host load average ` +
+        `${loadavg()[0]!.toFixed(1)} (other guests and tests skew it)`,
     );
 
     await nicLatency(ctx, g, machine, engine, seen);
