@@ -8,8 +8,11 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # qemu-system-x86: boots the reference guest; busybox-static + cpio: its initramfs; kmod: modinfo for
-# module dependency checks; gcc/make/libc6-dev: the attack suite's static C programs.
+# module dependency checks; gcc/make/libc6-dev: the attack suite's static C programs. The guest's
+# qemu-guest-agent is downloaded, not installed (it would start a host service): the lab copies the host's
+# copies of the libraries it links against into the initramfs (qemu-system-x86 pulls them in already).
 APT_PACKAGES="qemu-system-x86 busybox-static cpio kmod gzip xz-utils gcc make libc6-dev"
+APT_PACKAGES="$APT_PACKAGES libglib2.0-0 libnuma1 libudev1 liburing2"
 
 missing=""
 for p in $APT_PACKAGES; do

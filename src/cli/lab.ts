@@ -23,6 +23,7 @@ function describe(s: GuestState): string {
     `  memory file ${s.memoryFile}`,
     `  qmp         ${s.qmp}`,
     `  serial      ${s.serial}`,
+    ...(s.qga ? [`  qga         ${s.qga}`] : []),
     `  gdb         127.0.0.1:${s.gdbPort}`,
   ].join('\n');
 }

@@ -139,6 +139,26 @@ export const ATTACKS: readonly AttackSpec[] = [
       'into vk_syscall instead of the kernel entry code',
   },
   {
+    name: 'rootkit-wp',
+    description:
+      'module vk_wp: sys_call_table[62] (kill) written in place with CR0.WP cleared (what a watchpoint sees)',
+    technique: 'T1014',
+    kernel: true,
+    expect:
+      "a write to sys_call_table[62] at its own address (entry=) from vk_wp's init code, caught by a write " +
+      'watchpoint on the entry; the entry then points into vk_wp instead of __x64_sys_kill',
+  },
+  {
+    name: 'rootkit-lstar',
+    description:
+      'module vk_lstar: MSR_LSTAR (the SYSCALL entry) of every CPU points at a counting stub in the module',
+    technique: 'T1014',
+    kernel: true,
+    expect:
+      'IA32_LSTAR of each vCPU is lstar= (vigilkit_lstar_stub in vk_lstar) instead of entry_SYSCALL_64; ' +
+      'system calls still work (hits= counted); refused under page-table isolation',
+  },
+  {
     name: 'rootkit-inline',
     description: 'module vk_inline: jmp patched into tcp4_seq_show hides TCP port 31337 ("vk-hiddenport")',
     technique: 'T1014',

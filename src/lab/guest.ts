@@ -176,6 +176,7 @@ export function guestDiffers(
     ['kernel', opts.kernel ?? image?.kernel ?? s.kernel, s.kernel],
     ['initrd', opts.initrd ?? image?.initrd ?? s.initrd, s.initrd],
     ['append', opts.append ?? DEFAULT_APPEND, s.append],
+    ['guest agent port', true, s.qga !== undefined],
   ];
   const diff = want.find(([, a, b]) => a !== b);
   return diff ? `${diff[0]} ${String(diff[2])} instead of ${String(diff[1])}` : undefined;
@@ -253,6 +254,7 @@ async function bootUnlocked(opts: BootOptions): Promise<GuestState> {
     pidfile: join(dir, 'qemu.pid'),
     qmp: join(dir, 'qmp.sock'),
     serial,
+    qga: join(dir, 'qga.sock'),
     gdbPort: await freePort(),
     memoryFile: `/dev/shm/vigil-${name}`,
     memory: `${memoryBytes / (1 << 20)}M`,
@@ -273,7 +275,7 @@ async function bootUnlocked(opts: BootOptions): Promise<GuestState> {
   progress(`booting ${name} (${state.memory}, ${accel}, cpu ${cpu}, kernel ${kernelRelease})…`);
   const t0 = performance.now();
   try {
-    await run(qemu, qemuArgs({ ...state, kernel, initrd }), { timeoutMs: 60_000 });
+    await run(qemu, qemuArgs({ ...state, qga: state.qga as string, kernel, initrd }), { timeoutMs: 60_000 });
   } catch (e) {
     // -daemonize: QEMU exits non-zero before forking off the guest when it cannot start it.
     cleanup(name, state.memoryFile);

@@ -1,25 +1,26 @@
-// The guest's initramfs: static busybox, the init script and guest scripts from lab/, and the virtio-net
-// modules of the kernel (decompressed here, since busybox insmod takes plain .ko). Its file name carries a
-// hash of everything that goes in, so a change in lab/ or in the kernel builds a new one and an unchanged
-// input reuses the cached file.
+// The guest's initramfs: static busybox, the init script and guest scripts from lab/, qemu-guest-agent with
+// the shared libraries and loader it needs, and the virtio modules of the kernel (decompressed here, since
+// busybox insmod takes plain .ko; modules/order lists them in load order for lab/init). Its file name
+// carries a hash of everything that goes in, so a change in lab/, in the kernel or in the agent builds a
+// new one and an unchanged input reuses the cached file.
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
-  closeSync,
   copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
-  openSync,
   readFileSync,
-  readSync,
   readdirSync,
   renameSync,
   rmSync,
   statSync,
+  writeFileSync,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { VigilError } from '../util/errors.js';
+import { elfLinkage } from './elf.js';
+import { fetchGuestAgent } from './guest-agent.js';
 import type { KernelFiles, Progress } from './kernel.js';
 import { imageDir, labSourceDir } from './paths.js';
 import { requireProgram, run } from './proc.js';
@@ -35,6 +36,12 @@ export const VIRTIO_NET_MODULES = [
   'net_failover',
   'virtio_net',
 ] as const;
+
+/**
+ * Every module the guest loads, in load order: a module comes after those its `depends=` names
+ * (virtio_console: virtio, virtio_ring). virtio_console drives the virtio-serial port of qemu-guest-agent.
+ */
+export const GUEST_MODULES = [...VIRTIO_NET_MODULES, 'virtio_console'] as const;
 
 const MODULE_SUFFIXES = ['.ko', '.ko.xz', '.ko.zst', '.ko.gz'] as const;
 
@@ -60,20 +67,8 @@ export function indexModules(modulesDir: string): Map<string, string> {
 
 /** True when an ELF executable has no program interpreter (PT_INTERP), i.e. is statically linked. */
 export function isStaticElf(path: string): boolean {
-  const fd = openSync(path, 'r');
-  try {
-    const hdr = Buffer.alloc(64);
-    if (readSync(fd, hdr, 0, 64, 0) < 64 || hdr.readUInt32BE(0) !== 0x7f454c46 || hdr[4] !== 2) return false;
-    const phoff = Number(hdr.readBigUInt64LE(32));
-    const phentsize = hdr.readUInt16LE(54);
-    const phnum = Math.min(hdr.readUInt16LE(56), 64);
-    const ph = Buffer.alloc(phentsize * phnum);
-    readSync(fd, ph, 0, ph.length, phoff);
-    for (let i = 0; i < phnum; i++) if (ph.readUInt32LE(i * phentsize) === 3) return false;
-    return true;
-  } finally {
-    closeSync(fd);
-  }
+  const elf = elfLinkage(path);
+  return elf.elf64 && elf.interpreter === undefined;
 }
 
 function listFiles(dir: string): string[] {
@@ -97,7 +92,7 @@ function layout(kernel: KernelFiles, busybox: string, extra: [string, string][])
   for (const f of listFiles(join(lab, 'etc'))) files.push([`etc/${basename(f)}`, f]);
   const index = indexModules(kernel.modulesDir);
   const modules: [string, string][] = [];
-  for (const m of VIRTIO_NET_MODULES) {
+  for (const m of GUEST_MODULES) {
     const src = index.get(m);
     if (src) modules.push([`modules/${m}.ko`, src]);
   }
@@ -105,7 +100,7 @@ function layout(kernel: KernelFiles, busybox: string, extra: [string, string][])
 }
 
 function hashLayout(kernel: KernelFiles, l: Layout): string {
-  const h = createHash('sha256').update(`vigil-initramfs-v1\0${kernel.release}\0`);
+  const h = createHash('sha256').update(`vigil-initramfs-v2\0${kernel.release}\0`);
   for (const [dst, src] of [...l.files, ...l.modules]) {
     h.update(`${dst}\0${statSync(src).mode & 0o111 ? 'x' : '-'}\0`);
     h.update(readFileSync(src));
@@ -139,7 +134,8 @@ export async function buildInitramfs(
   }
   requireProgram('cpio', 'cpio');
   requireProgram('gzip', 'gzip');
-  const l = layout(kernel, busybox, extra);
+  const agent = await fetchGuestAgent(progress);
+  const l = layout(kernel, busybox, [...agent.files, ...extra]);
   const modules = l.modules.map(([dst]) => basename(dst, '.ko'));
   for (const [, src] of l.modules) {
     if (src.endsWith('.xz')) requireProgram('xz', 'xz-utils');
@@ -149,7 +145,7 @@ export async function buildInitramfs(
   const path = join(dir, `initrd-${hashLayout(kernel, l)}.cpio.gz`);
   if (existsSync(path)) return { path, modules, built: false };
 
-  progress(`building initramfs (${modules.length} modules)…`);
+  progress(`building initramfs (${modules.length} modules, qemu-guest-agent ${agent.version})…`);
   mkdirSync(dir, { recursive: true });
   const stage = mkdtempSync(join(dir, '.initrd-'));
   try {
@@ -178,6 +174,7 @@ export async function buildInitramfs(
     chmodSync(join(root, 'init'), 0o755);
     chmodSync(join(root, 'bin/busybox'), 0o755);
     for (const [dst, src] of l.modules) await decompressModule(src, join(root, dst));
+    writeFileSync(join(root, 'modules/order'), modules.map((m) => `${m}\n`).join(''));
     const out = join(stage, 'initrd.cpio.gz');
     await run('sh', [
       '-c',

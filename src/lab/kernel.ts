@@ -11,7 +11,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { VigilError } from '../util/errors.js';
 import { cacheRoot, imageDir } from './paths.js';
 import { requireProgram, run } from './proc.js';
@@ -76,11 +76,12 @@ function aptListsStamp(): string | undefined {
 }
 
 // apt-cache takes a second or more on a busy machine: remember each answer until the apt lists change.
-const resolvedFile = (flavour: KernelFlavour) => join(cacheRoot(), 'lab', `resolved-${flavour}.json`);
+const answerFile = (key: string) => join(cacheRoot(), 'lab', `resolved-${key}.json`);
 
-function cachedResolution(flavour: KernelFlavour): string | undefined {
+/** An answer apt gave earlier under `key` (e.g. a package name or version), if the apt lists are unchanged. */
+export function cachedAptAnswer(key: string): string | undefined {
   try {
-    const r = JSON.parse(readFileSync(resolvedFile(flavour), 'utf8')) as { stamp?: string; package?: string };
+    const r = JSON.parse(readFileSync(answerFile(key), 'utf8')) as { stamp?: string; package?: string };
     const stamp = aptListsStamp();
     return stamp !== undefined && r.stamp === stamp && typeof r.package === 'string' ? r.package : undefined;
   } catch {
@@ -88,13 +89,14 @@ function cachedResolution(flavour: KernelFlavour): string | undefined {
   }
 }
 
-function rememberResolution(flavour: KernelFlavour, pkg: string): void {
+/** Remember an answer of apt under `key` until the apt lists change. */
+export function rememberAptAnswer(key: string, answer: string): void {
   const stamp = aptListsStamp();
   if (stamp === undefined) return;
   try {
     mkdirSync(join(cacheRoot(), 'lab'), { recursive: true });
-    const file = resolvedFile(flavour);
-    writeFileSync(`${file}.${process.pid}`, JSON.stringify({ stamp, package: pkg }) + '\n');
+    const file = answerFile(key);
+    writeFileSync(`${file}.${process.pid}`, JSON.stringify({ stamp, package: answer }) + '\n');
     renameSync(`${file}.${process.pid}`, file);
   } catch {
     // only a cache
@@ -106,7 +108,7 @@ export async function resolveKernelPackage(
   flavour: KernelFlavour,
   progress: Progress = () => {},
 ): Promise<string> {
-  const cached = cachedResolution(flavour);
+  const cached = cachedAptAnswer(flavour);
   if (cached) return cached;
   requireProgram('apt-cache', 'apt');
   const meta = `linux-image-${flavour}`;
@@ -123,7 +125,7 @@ export async function resolveKernelPackage(
       `apt knows no kernel package behind ${meta} (is this a Debian host?)`,
     );
   }
-  rememberResolution(flavour, pkg);
+  rememberAptAnswer(flavour, pkg);
   return pkg;
 }
 
@@ -147,8 +149,34 @@ export async function fetchKernel(
   const cached = kernelFilesIn(root, flavour, pkg);
   if (cached) return cached;
 
+  await fetchDeb(pkg, root, progress, (unpacked) => {
+    if (!kernelFilesIn(unpacked, flavour, pkg)) {
+      throw new VigilError(
+        'lab',
+        'malformed',
+        `${pkg} holds no boot/vmlinuz-${release} and lib/modules/${release}`,
+      );
+    }
+  });
+  const files = kernelFilesIn(root, flavour, pkg);
+  if (!files) throw new VigilError('lab', 'io', `kernel cache ${root} is incomplete`);
+  return files;
+}
+
+/**
+ * Download a Debian package (`name` or `name=version`) with `apt-get download` and unpack it with
+ * `dpkg-deb -x` into `dest`, which appears whole or not at all. `check` may reject the unpacked tree. Safe
+ * against a concurrent run: whoever renames first wins, the other finds `dest` in place.
+ */
+export async function fetchDeb(
+  pkg: string,
+  dest: string,
+  progress: Progress,
+  check: (unpacked: string) => void = () => {},
+): Promise<void> {
   requireProgram('apt-get', 'apt');
   requireProgram('dpkg-deb', 'dpkg');
+  const dir = dirname(dest);
   mkdirSync(dir, { recursive: true });
   const tmp = mkdtempSync(join(dir, '.fetch-'));
   try {
@@ -164,23 +192,15 @@ export async function fetchKernel(
     const deb = readdirSync(tmp).find((f) => f.endsWith('.deb'));
     if (!deb) throw new VigilError('lab', 'not-found', `apt-get download ${pkg} produced no .deb`);
     progress(`unpacking ${deb}…`);
-    await run('dpkg-deb', ['-x', join(tmp, deb), join(tmp, 'root')]);
-    if (!kernelFilesIn(join(tmp, 'root'), flavour, pkg)) {
-      throw new VigilError(
-        'lab',
-        'malformed',
-        `${deb} holds no boot/vmlinuz-${release} and lib/modules/${release}`,
-      );
-    }
+    const unpacked = join(tmp, 'root');
+    await run('dpkg-deb', ['-x', join(tmp, deb), unpacked]);
+    check(unpacked);
     try {
-      renameSync(join(tmp, 'root'), root);
+      renameSync(unpacked, dest);
     } catch (e) {
-      if (!kernelFilesIn(root, flavour, pkg)) throw e; // else another run got there first
+      if (!existsSync(dest)) throw e; // else another run got there first
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-  const files = kernelFilesIn(root, flavour, pkg);
-  if (!files) throw new VigilError('lab', 'io', `kernel cache ${root} is incomplete`);
-  return files;
 }

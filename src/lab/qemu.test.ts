@@ -43,6 +43,7 @@ describe('QEMU command line', () => {
     memoryFile: '/dev/shm/vigil-g',
     qmp: '/r/qmp.sock',
     serial: '/r/serial.sock',
+    qga: '/r/qga.sock',
     gdbPort: 4321,
     pidfile: '/r/qemu.pid',
   });
@@ -64,6 +65,12 @@ describe('QEMU command line', () => {
     assert.equal(after('-cpu'), 'max,la57=off');
     assert.ok(args.includes('-daemonize'));
     assert.ok(!args.includes('-no-reboot'));
+  });
+  it('gives the guest agent a virtio-serial port backed by a host socket', () => {
+    const devices = args.filter((_, i) => args[i - 1] === '-device');
+    assert.ok(devices.includes('virtio-serial-pci'));
+    assert.ok(devices.includes('virtserialport,chardev=qga0,name=org.qemu.guest_agent.0'));
+    assert.equal(after('-chardev'), 'socket,path=/r/qga.sock,server=on,wait=off,id=qga0');
   });
 });
 

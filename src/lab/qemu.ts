@@ -15,6 +15,8 @@ export interface QemuConfig {
   memoryFile: string;
   qmp: string;
   serial: string;
+  /** qemu-guest-agent's chardev socket (the guest runs qemu-ga on a virtio-serial port). */
+  qga: string;
   gdbPort: number;
   pidfile: string;
 }
@@ -92,6 +94,14 @@ export function qemuArgs(c: QemuConfig): string[] {
     'user,id=n0',
     '-device',
     'virtio-net-pci,netdev=n0',
+    // qemu-guest-agent: a virtio-serial port named as qemu-ga expects, backed by a socket on the host. The
+    // port has no id, like in QEMU's own documentation: vigil finds it through QOM either way.
+    '-device',
+    'virtio-serial-pci',
+    '-chardev',
+    `socket,path=${c.qga},server=on,wait=off,id=qga0`,
+    '-device',
+    'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
     '-pidfile',
     c.pidfile,
     '-daemonize',

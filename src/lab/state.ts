@@ -16,6 +16,8 @@ export interface GuestState {
   pidfile: string;
   qmp: string;
   serial: string;
+  /** qemu-guest-agent's socket; absent in the state of a guest booted before the lab had an agent. */
+  qga?: string;
   gdbPort: number;
   /** Guest RAM as a file (shared memory backend) and its size. */
   memoryFile: string;
