@@ -3,6 +3,7 @@
 import type { Kernel } from '../../os/linux/kernel.js';
 import type { Policy } from '../policy.js';
 import { lieDetectorPolicy } from './lie-detector.js';
+import { lieDetectorGuestPolicy } from './lie-detector-guest.js';
 import { rawSocketPolicy } from './raw-socket.js';
 import { nicAccessPolicy } from './nic-access.js';
 import { privilegeEscalationPolicy } from './privilege-escalation.js';
@@ -18,6 +19,7 @@ export type LinuxPolicy = Policy<Kernel>;
 
 export const ALL_POLICIES: readonly LinuxPolicy[] = [
   lieDetectorPolicy,
+  lieDetectorGuestPolicy,
   rawSocketPolicy,
   nicAccessPolicy,
   privilegeEscalationPolicy,

@@ -8,8 +8,9 @@
 // tasks created or reaped between the walks. On a live guest a mismatch is therefore read again from
 // scratch (new cache epoch) and only what both readings agree on is reported — mismatches and walk issues
 // alike (a walk racing an exiting task stumbles somewhere new each time). A dump is consistent.
-// The guest-agent cross-view (qemu-guest-agent `ps` against these) is not implemented: the reference
-// guest has no qemu-ga, and a guest-side listing is the view a rootkit controls anyway.
+// What the guest itself says — its ps, /proc/modules and /proc/net through qemu-guest-agent — is compared
+// with these views by the lie-detector-guest policy (lie-detector-guest.ts): it needs the agent, which the
+// engine checks, so that this policy runs the same with or without one (and on dumps).
 import { listPidTasks, listTasks, readTask, type Task, type TaskKernel } from '../../os/linux/tasks/index.js';
 import type { Kernel } from '../../os/linux/kernel.js';
 import { definePolicy, type SweepContext } from '../policy.js';
