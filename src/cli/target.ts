@@ -13,6 +13,7 @@ import {
 } from '../vmm/memory/index.js';
 import { readQemuCommandLine } from '../vmm/qemu/cmdline.js';
 import { connectQemu } from '../vmm/qemu/machine.js';
+import { QgaClient } from '../vmm/qga/client.js';
 import type { Machine, PhysicalMemory, Vcpu } from '../vmm/types.js';
 import { VigilError, describeSysError } from '../util/errors.js';
 import { Kernel } from '../os/linux/kernel.js';
@@ -24,6 +25,10 @@ export interface TargetOptions {
   mem?: string;
   dump?: string;
   pid?: string;
+  /** GDB stub of the --qmp VM ("host:port", a unix socket, or "auto"): `machine.debug`. */
+  gdb?: string;
+  /** qemu-guest-agent's socket; false (--no-qga) leaves the agent out; default: found through QMP. */
+  qga?: string | false;
 }
 
 export interface Target {
@@ -44,7 +49,13 @@ export function addTargetOptions(cmd: Command): Command {
     .option('--qmp <socket>', 'a live VM: its QMP socket (unix path or host:port)')
     .option('--mem <file>', "a live VM's shared-memory RAM file (memory-backend-file,share=on)")
     .option('--dump <file>', 'a memory dump: raw, QEMU ELF core (dump-guest-memory) or LiME')
-    .option('--pid <pid>', 'QEMU process id, for VMs with anonymous RAM read through /proc/PID/mem');
+    .option('--pid <pid>', 'QEMU process id, for VMs with anonymous RAM read through /proc/PID/mem')
+    .option('--gdb <addr>', "with --qmp: the VM's GDB stub (host:port, unix socket, or auto) for watchpoints")
+    .option(
+      '--qga <socket>',
+      "the VM's qemu-guest-agent socket (default with --qmp: found through QMP, if the VM has one)",
+    )
+    .option('--no-qga', 'never ask the guest agent');
 }
 
 export async function openTarget(o: TargetOptions): Promise<Target> {
@@ -59,11 +70,31 @@ export async function openTarget(o: TargetOptions): Promise<Target> {
   const pid = o.pid !== undefined ? parsePid(o.pid) : undefined;
   // A PID given by the user must be a QEMU process, whatever else is given.
   if (pid !== undefined) checkQemu(pid);
+  if (o.gdb !== undefined && o.qmp === undefined) {
+    throw new VigilError('cli', 'usage', '--gdb needs --qmp: the stub belongs to a live VM');
+  }
+  if (typeof o.qga === 'string' && o.dump !== undefined) {
+    throw new VigilError('cli', 'usage', '--qga belongs to a live VM, not to a dump');
+  }
   if (o.qmp !== undefined) {
-    const machine = await connectQemu(o.qmp, pid !== undefined ? { pid } : {});
+    const machine = await connectQemu(o.qmp, {
+      ...(pid !== undefined ? { pid } : {}),
+      ...(o.gdb !== undefined ? { gdb: o.gdb } : {}),
+      ...(o.qga !== undefined ? { agent: o.qga } : {}),
+    });
+    if (typeof o.qga === 'string' && o.qga !== 'auto' && !machine.agent) {
+      await machine.close();
+      throw new VigilError('cli', 'not-found', `--qga ${o.qga}: ${machine.agentProblem ?? 'no answer'}`);
+    }
+    if (o.gdb !== undefined && !machine.gdb) {
+      await machine.close();
+      throw new VigilError('cli', 'not-found', `--gdb ${o.gdb}: ${machine.gdbProblem ?? 'not attached'}`);
+    }
     return withKernel('live', o.qmp, machine, true);
   }
-  if (pid !== undefined && given === 0) return withKernel('live', `pid ${pid}`, attachByPid(pid), true);
+  if (pid !== undefined && given === 0) {
+    return withKernel('live', `pid ${pid}`, await withAgent(attachByPid(pid), o.qga), true);
+  }
   const path = (o.mem ?? o.dump)!;
   if (o.mem !== undefined) checkRamFile(path);
   const file: MemoryFile =
@@ -77,7 +108,29 @@ export async function openTarget(o: TargetOptions): Promise<Target> {
       file.close();
     },
   };
-  return withKernel(o.mem !== undefined ? 'mem' : 'dump', path, machine, o.mem !== undefined);
+  const live = o.mem !== undefined;
+  return withKernel(live ? 'mem' : 'dump', path, live ? await withAgent(machine, o.qga) : machine, live);
+}
+
+/** A live VM reached without QMP, with the agent socket the user named (nothing to find it by here). */
+async function withAgent(machine: Machine, qga: string | false | undefined): Promise<Machine> {
+  if (typeof qga !== 'string' || qga === 'auto') return machine;
+  let agent: QgaClient;
+  try {
+    agent = await QgaClient.connect(qga);
+  } catch (e) {
+    await machine.close();
+    const why = e instanceof VigilError ? e.message : describeSysError(e);
+    throw new VigilError('cli', 'not-found', `--qga ${qga}: ${why}`, { cause: e });
+  }
+  return {
+    ...machine,
+    agent,
+    async close() {
+      await agent.close();
+      await machine.close();
+    },
+  };
 }
 
 /** A guest RAM file is whole pages and at least 1 MiB; anything else was given by mistake. */

@@ -275,3 +275,38 @@ test('command-line options add targets, sinks and metrics', () => {
     ['vm', 'vm-2'],
   );
 });
+
+test('gdb: an address, auto or false per target; --gdb names the one --qmp VM, --no-gdb every VM', () => {
+  const c = parse({
+    targets: [
+      { name: 'a', qmp: 'a.qmp', gdb: '127.0.0.1:1234' },
+      { name: 'b', qmp: 'b.qmp', gdb: 'run/b-gdb.sock' },
+      { name: 'c', qmp: 'c.qmp', gdb: false },
+      { name: 'd', qmp: 'd.qmp', gdb: 'unix:run/d-gdb.sock' },
+      { name: 'e', qmp: 'e.qmp' },
+    ],
+  });
+  assert.deepEqual(
+    c.targets.map((t) => t.gdb),
+    ['127.0.0.1:1234', '/etc/vigil/run/b-gdb.sock', false, 'unix:/etc/vigil/run/d-gdb.sock', undefined],
+  );
+  assert.match(
+    errorOf(() => parse({ targets: [{ qmp: 'a.qmp', gdb: true }] })),
+    /^cfg: targets\[0\]\.gdb: /,
+  );
+  assert.match(
+    errorOf(() => parse({ targets: [{ qmp: 'a.qmp', gdb: '' }] })),
+    /^cfg: targets\[0\]\.gdb: /,
+  );
+
+  const one = applyCliOptions(c, { qmp: ['/run/x.qmp'], gdb: '127.0.0.1:5555' });
+  assert.deepEqual(one.targets.at(-1), { name: 'x', qmp: '/run/x.qmp', gdb: '127.0.0.1:5555' });
+  const again = applyCliOptions(c, { qmp: ['/etc/vigil/a.qmp'], gdb: '127.0.0.1:5555' });
+  assert.equal(again.targets[0]!.gdb, '127.0.0.1:5555', 'a configured VM named again takes the address');
+  assert.match(
+    errorOf(() => applyCliOptions(c, { qmp: ['/run/x.qmp', '/run/y.qmp'], gdb: '127.0.0.1:5555' })),
+    /--gdb belongs to one VM/,
+  );
+  const off = applyCliOptions(c, { qmp: ['/run/x.qmp', '/run/y.qmp'], gdb: false });
+  assert.ok(off.targets.every((t) => t.gdb === false));
+});

@@ -27,6 +27,10 @@ const targetSchema = z
     name: z.string().regex(VM_NAME, 'letters, digits and ._:@- only, at most 64 characters').optional(),
     qmp: z.string().min(1),
     pid: z.number().int().positive().optional(),
+    /** qemu-guest-agent's socket: a path or host:port, 'auto' (found through QMP; the default) or false. */
+    qga: z.union([z.string().min(1), z.literal(false)]).optional(),
+    /** The VM's GDB stub for watchpoints: an address, 'auto' (what QEMU reports; the default) or false. */
+    gdb: z.union([z.string().min(1), z.literal(false)]).optional(),
   })
   .strict();
 
@@ -82,6 +86,16 @@ export interface TargetSpec {
   name: string;
   qmp: string;
   pid?: number;
+  /**
+   * qemu-guest-agent: its chardev socket (a path or host:port); 'auto' (the default) finds it through QMP
+   * (QOM and query-chardev); false never uses it.
+   */
+  qga?: string | false;
+  /**
+   * GDB stub for write watchpoints: "host:port" or a unix socket path; 'auto' (the default) uses the stub
+   * QEMU reports in query-chardev, if any; false never attaches one.
+   */
+  gdb?: string | false;
   /** Found by a discovery glob rather than configured. */
   discovered?: boolean;
 }
@@ -112,6 +126,8 @@ export const DEFAULTS = {
 /** Options of the command line that add to (or override) the file. */
 export interface CliWatchOptions {
   qmp?: string[];
+  /** GDB stub of the one --qmp VM (an address, 'auto', or false for none). */
+  gdb?: string | false;
   /** true: the default globs. */
   discover?: string[] | true;
   metricsPort?: number;
@@ -189,6 +205,8 @@ export function parseWatchConfig(input: unknown, opts: ParseOptions): WatchConfi
     name: t.name ?? nameFromSocket(t.qmp),
     qmp: abs(t.qmp),
     ...(t.pid !== undefined ? { pid: t.pid } : {}),
+    ...(t.qga !== undefined ? { qga: agentAddress(t.qga, abs) } : {}),
+    ...(t.gdb !== undefined ? { gdb: gdbAddress(t.gdb, abs) } : {}),
   }));
   const sinks = (raw.sinks ?? []).map((s): SinkConfig => {
     if (s.type === 'jsonl') return { ...s, path: abs(s.path) };
@@ -214,6 +232,20 @@ export function parseWatchConfig(input: unknown, opts: ParseOptions): WatchConfi
   if (raw.metrics) cfg.metrics = { port: raw.metrics.port, host: raw.metrics.host ?? '127.0.0.1' };
   if (raw.baselineDir) cfg.baselineDir = abs(raw.baselineDir);
   return cfg;
+}
+
+/** A GDB stub address with a relative unix socket path made absolute; host:port, 'auto' and false as they are. */
+function gdbAddress(v: string | false, abs: (p: string) => string): string | false {
+  if (v === false || v === 'auto') return v;
+  if (v.startsWith('unix:')) return `unix:${abs(v.slice(5))}`;
+  return v.includes('/') ? abs(v) : v;
+}
+
+/** An agent socket with a relative path made absolute; host:port, 'auto' and false as they are. */
+function agentAddress(v: string | false, abs: (p: string) => string): string | false {
+  if (v === false || v === 'auto') return v;
+  if (v.startsWith('unix:')) return abs(v.slice(5));
+  return /^(tcp:)?[^/]+:\d+$/.test(v) ? v : abs(v);
 }
 
 /**
@@ -356,13 +388,26 @@ export function loadWatchConfig(path: string, opts: Omit<ParseOptions, 'baseDir'
 /** Add the command line's targets, sinks and settings to a config (or to an empty one). */
 export function applyCliOptions(cfg: WatchConfig, cli: CliWatchOptions): WatchConfig {
   const out: WatchConfig = { ...cfg, targets: [...cfg.targets], sinks: [...cfg.sinks] };
+  // An address names one VM's stub; false and 'auto' may apply to every --qmp VM.
+  if (typeof cli.gdb === 'string' && cli.gdb !== 'auto' && (cli.qmp ?? []).length !== 1) {
+    throw usage(
+      '--gdb belongs to one VM: give exactly one --qmp with it (or set gdb: per target in the config)',
+    );
+  }
+  const gdb = cli.gdb === undefined ? undefined : gdbAddress(cli.gdb, (p) => resolve(p));
   for (const q of cli.qmp ?? []) {
     const qmp = resolve(q);
-    if (out.targets.some((t) => t.qmp === qmp)) continue;
+    const known = out.targets.findIndex((t) => t.qmp === qmp);
+    if (known >= 0) {
+      if (gdb !== undefined) out.targets[known] = { ...out.targets[known]!, gdb };
+      continue;
+    }
     let name = nameFromSocket(qmp);
     for (let i = 2; out.targets.some((t) => t.name === name); i++) name = `${nameFromSocket(qmp)}-${i}`;
-    out.targets.push({ name, qmp });
+    out.targets.push({ name, qmp, ...(gdb !== undefined ? { gdb } : {}) });
   }
+  // --no-gdb: no stub for any configured VM either.
+  if (gdb === false) out.targets = out.targets.map((t) => ({ ...t, gdb: false }));
   if (cli.discover) {
     const globs = cli.discover === true ? [...DEFAULT_DISCOVERY_GLOBS] : cli.discover.map((g) => resolve(g));
     out.discovery = {

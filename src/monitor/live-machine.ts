@@ -5,8 +5,19 @@
 
 import { BoundedQueue } from '../vmm/qmp/bounded-queue.js';
 import type { QmpConnectionState, QmpEvent, QmpStatus } from '../vmm/qmp/types.js';
-import type { Machine, MachineControl, PhysicalMemory, PhysRange, Vcpu, VmEvent } from '../vmm/types.js';
+import type {
+  GuestAgent,
+  Machine,
+  MachineControl,
+  MachineCpuState,
+  MachineDebug,
+  PhysicalMemory,
+  PhysRange,
+  Vcpu,
+  VmEvent,
+} from '../vmm/types.js';
 import { VigilError } from '../util/errors.js';
+import type { WatchStub } from './kernel-watch.js';
 
 /** The QMP surface the monitor uses (QmpClient has it). */
 export interface QmpLike {
@@ -22,6 +33,12 @@ export interface LiveConnection extends Machine {
   readonly control: MachineControl;
   /** How RAM is reached ("shm", "proc-mem"), for logs. */
   readonly memoryAccess?: string;
+  /** Why the VM's qemu-guest-agent is not reachable (connectQemu's `agentProblem`). */
+  readonly agentProblem?: string;
+  /** The GDB stub session, when one is attached (connectQemu's `gdb`). */
+  readonly gdb?: WatchStub;
+  /** Why no GDB stub is attached although one was asked for. */
+  readonly gdbProblem?: string;
 }
 
 const EVENT_BUFFER = 1024;
@@ -77,6 +94,26 @@ export class LiveMachine implements Machine {
 
   get vcpus(): readonly Vcpu[] {
     return this.#conn?.vcpus ?? [];
+  }
+
+  /** The current connection's GDB stub, if it has one. */
+  get debug(): MachineDebug | undefined {
+    return this.#conn?.debug;
+  }
+
+  /** The current connection's qemu-guest-agent, if it has one that answered. */
+  get agent(): GuestAgent | undefined {
+    return this.#conn?.agent;
+  }
+
+  /** Why the current connection has no agent although the VM has (or was said to have) one. */
+  get agentProblem(): string | undefined {
+    return this.#conn?.agentProblem;
+  }
+
+  /** The current connection's vCPU state beyond registers (syscall entry MSRs), when it offers one. */
+  get cpuState(): MachineCpuState | undefined {
+    return this.#conn?.cpuState;
   }
 
   /** The current QMP client (policies that query QEMU use it); throws while disconnected. */

@@ -12,14 +12,18 @@
 //   still the one bootstrapped (memory check every sweep, vCPU check every identityCheckMs).
 // - paused: QMP STOP; no sweeps (a paused guest cannot change). RESUME moves the caches' epoch.
 // - lost: the QMP connection dropped (QEMU exited or was killed); a health alert is raised.
+// With a GDB stub (connectQemu's `gdb`) and memory-access running, write watchpoints are armed after each
+// bootstrap and disarmed before the next one, on a lost connection and on stop (kernel-watch.ts). Their hits
+// stop the VM for a moment (QMP STOP, status "debug"): that is not a pause of the VM.
 // One loop drives the machine; QMP callbacks only set flags and wake it, so transitions never race.
 
 import type { Kernel } from '../os/linux/kernel.js';
 import type { Engine, SweepReport } from '../policy/engine.js';
+import { criticalWatchTargets, describeWriter, type WatchTarget } from '../policy/policies/memory-access.js';
 import type { Finding } from '../policy/types.js';
 import { isVigilError } from '../util/errors.js';
 import { sanitize } from '../util/sanitize.js';
-import type { PhysicalMemory, Vcpu, VmEvent } from '../vmm/types.js';
+import type { PhysicalMemory, Vcpu, VmEvent, X86Registers } from '../vmm/types.js';
 import type { RetrySpec, TargetSpec } from './config.js';
 import type { KernelIdentity } from '../policy/baseline.js';
 import {
@@ -29,6 +33,7 @@ import {
   sameIdentity,
   type LiveBootstrap,
 } from '../os/linux/live-kernel.js';
+import { KernelWatch, watchPlan } from './kernel-watch.js';
 import { LiveMachine, type LiveConnection } from './live-machine.js';
 
 export type TargetState = 'connecting' | 'bootstrapping' | 'watching' | 'paused' | 'lost' | 'stopped';
@@ -47,6 +52,10 @@ export interface TargetDeps {
   /** Identity of the socket file (device:inode), undefined when it does not exist. */
   socketStamp(path: string): string | undefined;
   now(): number;
+  /** The kernel entries to watch through a GDB stub (default: memory-access's criticalWatchTargets). */
+  watchTargets?(kernel: Kernel): WatchTarget[];
+  /** The writer at a watchpoint hit (default: memory-access's describeWriter). */
+  describeWriter?(kernel: Kernel, regs: X86Registers): Record<string, unknown>;
 }
 
 export interface TargetHooks {
@@ -109,11 +118,15 @@ export class WatchedTarget {
   #lastFailure: string | undefined;
   #nextSweep = 0;
   #lastCpuCheck = 0;
+  /** Write watchpoints through the GDB stub, while armed against the current kernel. */
+  #kwatch: KernelWatch | undefined;
+  /** The last thing said about the GDB stub, so that it is said once. */
+  #gdbSaid: string | undefined;
   #stopping = false;
   #wakeup: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   /** Counters for status displays and tests. */
-  readonly stats = { connects: 0, bootstraps: 0, losses: 0, resets: 0, sweeps: 0, events: 0 };
+  readonly stats = { connects: 0, bootstraps: 0, losses: 0, resets: 0, sweeps: 0, events: 0, watchArms: 0 };
 
   constructor(options: WatchedTargetOptions) {
     this.#o = options;
@@ -281,6 +294,10 @@ export class WatchedTarget {
     const why =
       `kernel ${k.release}, KASLR offset 0x${k.kaslr.virtualOffset.toString(16)}, bootstrap ${r.ms} ms` +
       (r.note ? `; ${r.note}` : '');
+    await this.#armWatch(k);
+    if (this.#stopping || this.#takeLost()) return;
+    // Arming stopped the VM for a moment: its QMP STOP is not a pause.
+    if (this.#paused && (await this.#stubStop()) === 'transient') this.#paused = false;
     this.#set(this.#paused ? 'paused' : 'watching', why);
   }
 
@@ -290,11 +307,19 @@ export class WatchedTarget {
     if (this.#reset !== undefined) {
       const why = this.#reset;
       this.#reset = undefined;
+      await this.#disarmWatch();
       this.#guestReset(why);
       return;
     }
-    if (this.#paused && this.#state === 'watching') this.#set('paused', 'VM paused (QMP STOP)');
-    else if (!this.#paused && this.#state === 'paused') {
+    if (this.#paused && this.#state === 'watching') {
+      const held = await this.#stubStop();
+      if (held === 'transient') this.#paused = false;
+      else
+        this.#set(
+          'paused',
+          held === 'held' ? 'VM held at a watchpoint hit (pause response)' : 'VM paused (QMP STOP)',
+        );
+    } else if (!this.#paused && this.#state === 'paused') {
       // The guest ran again: nothing cached before the pause may be trusted.
       k.refresh();
       this.#nextSweep = this.#o.deps.now();
@@ -318,6 +343,7 @@ export class WatchedTarget {
     }
     if (this.#stopping || this.#takeLost()) return;
     if (changed) {
+      await this.#disarmWatch();
       this.#guestReset(changed);
       return;
     }
@@ -442,9 +468,14 @@ export class WatchedTarget {
   }
 
   async #teardown(): Promise<void> {
+    // Everything that names the current connection is let go before the first await: a lost VM's
+    // teardown runs in the background while the loop may attach a new connection.
+    const kw = this.#kwatch;
+    this.#kwatch = undefined;
     for (const u of this.#unsubscribe) u();
     this.#unsubscribe = [];
     const conn = this.machine.detach();
+    if (kw) await kw.disarm().catch((e: unknown) => this.#o.hooks.note(this, `watchpoints: ${line(e)}`));
     if (conn) await conn.close().catch(() => undefined);
   }
 
@@ -454,6 +485,86 @@ export class WatchedTarget {
     this.#lastCpuCheck = now;
     const r = await runsOnCpu(k, this.machine.vcpus);
     return r && !r.live ? `the vCPU no longer runs the kernel bootstrapped (${r.why})` : undefined;
+  }
+
+  // ---- watchpoints ------------------------------------------------------------------------------------
+
+  /**
+   * Arm write watchpoints against a freshly bootstrapped kernel, when the VM has a GDB stub and
+   * memory-access runs. A stub that is missing, busy or refuses is said once; watching goes on with sweeps.
+   */
+  async #armWatch(k: Kernel): Promise<void> {
+    await this.#disarmWatch();
+    const conn = this.machine.connection;
+    const stub = conn?.gdb;
+    const plan = watchPlan(this.#engine);
+    if (!plan.on) return;
+    if (!stub) {
+      if (conn?.gdbProblem) this.#gdbOnce(`no GDB stub watchpoints (${conn.gdbProblem}); sweeps only`);
+      return;
+    }
+    try {
+      const kw = await KernelWatch.arm({
+        stub,
+        kernel: k,
+        targets: (this.#o.deps.watchTargets ?? criticalWatchTargets)(k),
+        engine: () => this.#engine,
+        pause: plan.pause,
+        describeWriter: this.#o.deps.describeWriter ?? describeWriter,
+        onEvent: (ev) => {
+          this.stats.events++;
+          this.#o.hooks.event(this, ev);
+          this.machine.publish(ev);
+        },
+        onHeld: () => {
+          this.#paused = true;
+          this.#wake();
+        },
+        onError: (e) => this.#o.hooks.note(this, `watchpoints: ${line(e)}`),
+        now: () => this.#o.deps.now(),
+      });
+      this.#kwatch = kw;
+      this.stats.watchArms++;
+      const failed =
+        kw.failed.length > 0 ? `; refused: ${kw.failed.map((f) => f.target.label).join(', ')}` : '';
+      // Said at every arming (each boot); a problem after it is news again.
+      this.#gdbSaid = undefined;
+      this.#o.hooks.note(
+        this,
+        `write watchpoints on ${kw.armed.map((t) => t.label).join(', ')} via GDB stub ${stub.address}${failed}`,
+      );
+    } catch (e) {
+      this.#gdbOnce(`watchpoints not armed through GDB stub ${stub.address}: ${line(e)}; sweeps only`);
+    }
+  }
+
+  /** Take the watchpoints out (the VM keeps its run state); before a re-bootstrap and on teardown. */
+  async #disarmWatch(): Promise<void> {
+    const kw = this.#kwatch;
+    this.#kwatch = undefined;
+    if (kw) await kw.disarm().catch((e: unknown) => this.#o.hooks.note(this, `watchpoints: ${line(e)}`));
+  }
+
+  /**
+   * Why the VM stopped, when it has a GDB stub: a hit of ours being handled is 'transient' (status
+   * "debug", or already running again), a hit held for a pause response is 'held'; anything else is a pause.
+   */
+  async #stubStop(): Promise<'transient' | 'held' | 'paused'> {
+    const conn = this.machine.connection;
+    if (!conn?.gdb) return 'paused';
+    if (conn.gdb.held) return 'held';
+    try {
+      const s = await conn.qmp.queryStatus();
+      return s.running || s.status === 'debug' ? 'transient' : 'paused';
+    } catch {
+      return 'paused';
+    }
+  }
+
+  #gdbOnce(message: string): void {
+    if (message === this.#gdbSaid) return;
+    this.#gdbSaid = message;
+    this.#o.hooks.note(this, message);
   }
 
   /** Sweep period: the shortest interval of the polling policies that run here. */

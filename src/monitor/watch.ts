@@ -14,6 +14,7 @@ import { isVigilError, VigilError } from '../util/errors.js';
 import { sanitize } from '../util/sanitize.js';
 import { connectQemu } from '../vmm/qemu/machine.js';
 import type { TargetSpec, WatchConfig } from './config.js';
+import { WATCH_POLICY } from './kernel-watch.js';
 import { Discovery, nameFromSocket } from './discovery.js';
 import { bootstrapLive } from '../os/linux/live-kernel.js';
 import type { LiveMachine } from './live-machine.js';
@@ -60,7 +61,14 @@ export interface TargetStatus {
 
 export const defaultTargetDeps: TargetDeps = {
   connect: (spec) =>
-    connectQemu(spec.qmp, { name: spec.name, reconnect: false, ...(spec.pid ? { pid: spec.pid } : {}) }),
+    connectQemu(spec.qmp, {
+      name: spec.name,
+      reconnect: false,
+      ...(spec.pid ? { pid: spec.pid } : {}),
+      ...(spec.qga !== undefined ? { agent: spec.qga } : {}),
+      // 'auto' attaches the stub QEMU reports, if any (watchpoints for memory-access).
+      ...(spec.gdb ? { gdb: spec.gdb } : {}),
+    }),
   bootstrap: (memory, vcpus) => bootstrapLive(memory, vcpus),
   socketStamp(path) {
     if (!path.includes('/')) return 'tcp'; // host:port: nothing on disk to watch
@@ -193,8 +201,10 @@ export class Watcher {
 
   // ---- targets -------------------------------------------------------------------------------------------
 
-  #add(spec: TargetSpec): WatchedTarget {
+  #add(given: TargetSpec): WatchedTarget {
     const engineConfig = this.config.engine;
+    // The GDB stub serves memory-access's watchpoints only: without that policy, never attach it.
+    const spec: TargetSpec = { ...given, gdb: this.#wantsWatchpoints() ? (given.gdb ?? 'auto') : false };
     const target = new WatchedTarget({
       spec,
       makeEngine: (machine: LiveMachine) =>
@@ -218,6 +228,11 @@ export class Watcher {
     target.start();
     this.#updateGauge();
     return target;
+  }
+
+  #wantsWatchpoints(): boolean {
+    const enabled = this.config.engine.policies?.[WATCH_POLICY]?.enabled ?? true;
+    return enabled && this.#policies.some((p) => p.id === WATCH_POLICY);
   }
 
   #found(path: string): void {

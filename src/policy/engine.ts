@@ -73,7 +73,7 @@ export interface TargetInfo {
 export interface EngineOptions<K> {
   vm: string;
   machine: Machine;
-  /** Default: derived from the machine (events → live+events, control → live+control, debug → gdb). */
+  /** Default: derived from the machine (events → live+events, control → live+control, debug → gdb, agent → guest-agent). */
   target?: TargetInfo;
   policies: readonly Policy<K>[];
   config?: EngineConfig;
@@ -117,6 +117,8 @@ export interface PolicyRun {
   cleared: string[];
   notes: number;
   error?: string;
+  /** Checks of the policy that could not run on this target, with the reason (SweepContext.skip). */
+  skipped?: { check: string; reason: string }[];
 }
 
 export interface SweepReport {
@@ -158,6 +160,7 @@ interface Notes {
 
 const MIN_INTERVAL_MS = 100;
 const MAX_NOTES_KEPT = 100;
+const MAX_SKIPS_KEPT = 20;
 /** The loop never sleeps longer than this, so a clock jump or a config change shows up soon. */
 const MAX_SLEEP_MS = 60_000;
 const ENGINE_STREAM = 'health:engine';
@@ -320,10 +323,12 @@ export class Engine<K = unknown> {
     if (this.#kernel !== undefined) met.add('kernel');
     const unmet = unmetRequirements(p.requires, met);
     if (unmet.length > 0) {
-      return {
-        state: 'skipped',
-        reason: skipReason(unmet, this.target.description, this.#kernelUnavailable),
-      };
+      let reason = skipReason(unmet, this.target.description, this.#kernelUnavailable);
+      // The VM has an agent port vigil could not use: say why (another client holds it, no answer…).
+      if (unmet.includes('guest-agent') && this.machine.agentProblem) {
+        reason += ` (${sanitize(this.machine.agentProblem)})`;
+      }
+      return { state: 'skipped', reason };
     }
     if (!p.poll && !this.#caps.has('events') && !this.#caps.has('gdb')) {
       return { state: 'skipped', reason: `reacts to VM events only; target is ${this.target.description}` };
@@ -539,7 +544,10 @@ export class Engine<K = unknown> {
     const notes: Notes = { count: 0, items: [] };
     const abort = new LazyAbort();
     const staged = new StagedBaseline(this.#doc!, p.id, this.#identity);
-    const ctx = this.#context(s, staged, notes, abort, n);
+    const ctx = this.#context(s, staged, notes, abort, n, (check, reason) => {
+      const list = (run.skipped ??= []);
+      if (list.length < MAX_SKIPS_KEPT && !list.some((x) => x.check === check)) list.push({ check, reason });
+    });
     const alerts: Alert[] = [];
     try {
       if (p.learn && (!staged.exists || staged.identityChanged)) {
@@ -658,7 +666,14 @@ export class Engine<K = unknown> {
     return alerts;
   }
 
-  #context(s: Slot<K>, staged: StagedBaseline, notes: Notes, abort: LazyAbort, n: number): SweepContext<K> {
+  #context(
+    s: Slot<K>,
+    staged: StagedBaseline,
+    notes: Notes,
+    abort: LazyAbort,
+    n: number,
+    onSkip?: (check: string, reason: string) => void,
+  ): SweepContext<K> {
     const kernel = this.#kernel;
     const clock = this.#clock;
     return {
@@ -683,6 +698,7 @@ export class Engine<K = unknown> {
           notes.items.push({ kind: sanitize(String(kind), 32), detail: sanitize(String(detail), 500) });
         }
       },
+      skip: (check, reason) => onSkip?.(sanitize(String(check), 64), sanitize(String(reason), 500)),
     };
   }
 
@@ -831,6 +847,7 @@ export function describeTarget(m: Machine): TargetInfo {
   if (m.events) caps.push('events');
   if (m.control) caps.push('control');
   if (m.debug) caps.push('gdb');
+  if (m.agent) caps.push('guest-agent');
   return { description: caps.includes('live') ? 'a live VM' : 'a memory dump', capabilities: caps };
 }
 

@@ -73,6 +73,12 @@ export interface SweepContext<K = unknown> {
    * does not clear earlier alerts, and a learn with notes is not kept.
    */
   note(kind: string, detail: string): void;
+  /**
+   * Report that one check of the policy cannot run on this target (what it reads is not there: a dump has
+   * no vCPU device state). Not an error and not an alert: `vigil check` lists it with the skipped policies.
+   * Optional so that hand-made contexts (tests) need not provide it.
+   */
+  skip?(check: string, reason: string): void;
 }
 
 /** Findings as a policy may return them: a list, sync or async. */

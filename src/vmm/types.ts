@@ -132,6 +132,8 @@ export interface Machine {
   readonly debug?: MachineDebug;
   /** qemu-guest-agent, when the VM has one vigil can reach. */
   readonly agent?: GuestAgent;
+  /** Why there is no `agent` when the VM has an agent port (held by another client, not answering…). */
+  readonly agentProblem?: string;
   readonly cpuState?: MachineCpuState;
   close(): Promise<void>;
 }

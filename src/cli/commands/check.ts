@@ -68,16 +68,20 @@ export function register(program: Command): void {
       if (!kernel && status.every((s) => s.state !== 'active')) {
         throw new VigilError('os', 'not-found', `no policy can run: ${kernelUnavailable}`);
       }
-      let alerts;
+      let report;
       try {
-        alerts = await engine.runOnce();
+        report = await engine.sweep({ force: true });
       } finally {
         bar.done();
       }
+      const alerts = report.alerts;
       if (opts.json) print(toJson(alerts));
       else {
         for (const s of status.filter((x) => x.state === 'skipped'))
           process.stderr.write(`vigil: skipped ${s.id}: ${s.reason}\n`);
+        for (const r of report.runs)
+          for (const c of r.skipped ?? [])
+            process.stderr.write(`vigil: skipped ${r.policy}/${c.check}: ${c.reason}\n`);
         print(alerts.length === 0 ? 'no alerts\n' : alerts.map(line).join(''));
       }
       return alerts.some((a) => a.policy !== 'vigil-health' || a.severity !== 'info') ? 1 : 0;

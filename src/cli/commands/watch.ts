@@ -17,6 +17,7 @@ import { print, toJson } from '../output.js';
 
 interface WatchOptions {
   qmp?: string[];
+  gdb?: string | false;
   config?: string;
   discover?: string[] | true;
   metricsPort?: number;
@@ -40,6 +41,11 @@ export function register(program: Command): void {
       'watch VMs continuously: sweeps, events, reconnects after reboots and restarts (docs/config.md)',
     )
     .option('--qmp <socket...>', 'QMP socket of a VM to watch (several allowed)')
+    .option(
+      '--gdb <addr>',
+      "the --qmp VM's GDB stub (host:port or unix socket) for write watchpoints (default: the one QEMU reports)",
+    )
+    .option('--no-gdb', 'never attach a GDB stub (sweeps only)')
     .option('--config <file>', 'YAML config file: targets, policies, sinks, metrics (docs/config.md)')
     .option(
       '--discover [glob...]',
@@ -60,6 +66,7 @@ export function buildConfig(opts: WatchOptions): WatchConfig {
   const base = opts.config ? loadWatchConfig(opts.config, { policies }) : emptyWatchConfig();
   const cli: CliWatchOptions = {
     ...(opts.qmp ? { qmp: opts.qmp } : {}),
+    ...(opts.gdb !== undefined ? { gdb: opts.gdb } : {}),
     ...(opts.discover ? { discover: opts.discover } : {}),
     ...(opts.metricsPort !== undefined ? { metricsPort: opts.metricsPort } : {}),
     ...(opts.jsonl ? { jsonl: opts.jsonl } : {}),

@@ -20,9 +20,8 @@
 //    (what IDTR points at) must map idt_table's page.
 //  - Event-driven: QEMU's GDB stub can set write watchpoints on a few critical entries (armWatchpoints);
 //    a hit becomes a VmEvent this policy checks at once.
-//  - Not checked: the SYSCALL entry MSR (IA32_LSTAR). QEMU 7.2's HMP `info registers` does not print it and
-//    its GDB stub's x86-64 target description offers no MSR besides fs_base/gs_base/k_gs_base/efer; no
-//    guest memory holds it (syscall_init writes an immediate). The text of entry_SYSCALL_64 is checked.
+//  - The system call entry MSRs (LSTAR, CSTAR, SYSENTER_EIP) of every vCPU against the kernel's entry
+//    symbols, read from a QEMU device-state snapshot at most once a minute: syscall-msr.ts.
 import { createHash } from 'node:crypto';
 import type { Kernel } from '../../os/linux/kernel.js';
 import { hex, type KernelAccess } from '../../os/linux/modules/access.js';
@@ -37,6 +36,7 @@ import {
   SYSCALL_TABLES,
   type SyscallTable,
 } from '../../os/linux/tables/index.js';
+import { readTask } from '../../os/linux/tasks/index.js';
 import { hlistEntries, WalkIssues, type WalkIssue } from '../../os/linux/walk.js';
 import { VigilError, isVigilError } from '../../util/errors.js';
 import type { StopReply } from '../../vmm/gdb/stop-reply.js';
@@ -45,6 +45,7 @@ import type { DebugHandle, VmEvent } from '../../vmm/types.js';
 import type { BaselineAccess, JsonValue } from '../baseline.js';
 import { definePolicy, type SweepContext } from '../policy.js';
 import type { Finding, Severity } from '../types.js';
+import { withSyscallMsrFindings } from './syscall-msr.js';
 
 /** What the integrity checks read: the walkers' kernel slice, and the cache epoch when there is one. */
 export type IntegrityKernel = KernelAccess & {
@@ -1543,10 +1544,25 @@ export interface WatchpointClient {
 export interface WatchpointArm {
   armed: WatchTarget[];
   failed: { target: WatchTarget; reason: string }[];
-  /** One VmEvent per watchpoint hit on an armed target (the VM has been continued). */
+  /** One VmEvent per watchpoint hit on an armed target (the VM has been continued, unless held). */
   events: AsyncIterable<VmEvent>;
   /** Remove the watchpoints and end `events`. */
   disarm(): Promise<void>;
+}
+
+export interface ArmOptions {
+  now?: () => number;
+  queueSize?: number;
+  /**
+   * Evidence gathered at a hit while the vCPUs are still stopped there (the writer's registers, the value
+   * just written), merged into the event's data. Runs inside `client.whileStopped`. A failure is recorded
+   * in the event (`inspectError`) rather than losing the hit.
+   */
+  inspect?(stop: StopReply, target: WatchTarget): Promise<Record<string, unknown>>;
+  /** True: leave the VM stopped at this hit (a pause response will follow); whoever holds it continues it. */
+  hold?(ev: VmEvent): boolean;
+  /** Continue a stopped target once the watchpoints are in (default true). */
+  resume?: boolean;
 }
 
 /** The VmEvent for a stop reply that is a write-watchpoint hit on one of `targets`, else undefined. */
@@ -1554,6 +1570,7 @@ export function watchpointEvent(
   stop: StopReply,
   targets: readonly WatchTarget[],
   now: number,
+  extra: Record<string, unknown> = {},
 ): VmEvent | undefined {
   const w = stop.watch;
   if (!w) return undefined;
@@ -1571,6 +1588,7 @@ export function watchpointEvent(
       ...(stop.thread !== undefined ? { thread: stop.thread } : {}),
       ...(t.table !== undefined ? { table: t.table, nr: t.nr } : {}),
       ...(t.vector !== undefined ? { vector: t.vector } : {}),
+      ...extra,
     },
   };
 }
@@ -1578,16 +1596,16 @@ export function watchpointEvent(
 /**
  * Set write watchpoints on `targets` through a GDB stub and turn hits into VmEvents. Attaching stops a
  * QEMU guest: the VM is continued once the watchpoints are in, and again after every hit of ours (other
- * stops — an interrupt by a reader of registers — are left to whoever caused them). A watchpoint matches
- * virtual addresses: a write through another mapping of the same page (text_poke's temporary alias, which
- * vigilkit uses) does not trigger it; the sweeps still see the change. The stub keeps the watchpoints
- * until it is told otherwise: disarm() or detach (GdbClient.close) before going away, or the next hit
- * leaves the VM stopped with no debugger to continue it.
+ * stops — an interrupt by a reader of registers, a QMP `stop` — are left to whoever caused them). A
+ * watchpoint matches virtual addresses: a write through another mapping of the same page (text_poke's
+ * temporary alias, which vigilkit uses) does not trigger it; the sweeps still see the change. The stub keeps
+ * the watchpoints until it is told otherwise: disarm() or detach (GdbClient.close) before going away, or the
+ * next hit leaves the VM stopped with no debugger to continue it.
  */
 export async function armWatchpoints(
   client: WatchpointClient,
   targets: readonly WatchTarget[],
-  options: { now?: () => number; queueSize?: number } = {},
+  options: ArmOptions = {},
 ): Promise<WatchpointArm> {
   const now = options.now ?? Date.now;
   const armed: WatchTarget[] = [];
@@ -1608,19 +1626,40 @@ export async function armWatchpoints(
   if (client.running) await client.whileStopped(insert);
   else await insert();
   const queue = new BoundedQueue<VmEvent>(options.queueSize ?? 64);
+  const release = (ev: VmEvent): Promise<void> =>
+    options.hold?.(ev) ? Promise.resolve() : client.continue();
+  // Hits with an inspection are handled one after the other, so that their events keep their order.
+  let hits: Promise<void> = Promise.resolve();
+  const inspected = async (stop: StopReply, t: WatchTarget): Promise<void> => {
+    let extra: Record<string, unknown>;
+    try {
+      extra = await client.whileStopped(() => options.inspect!(stop, t));
+    } catch (e) {
+      extra = { inspectError: e instanceof Error ? e.message : String(e) };
+    }
+    const ev = watchpointEvent(stop, armed, now(), extra)!;
+    queue.push(ev);
+    await release(ev);
+  };
   const off = client.onStop((stop) => {
     const ev = watchpointEvent(stop, armed, now());
     if (!ev) return;
-    queue.push(ev);
-    client.continue().catch((e: unknown) => queue.fail(e));
+    if (!options.inspect) {
+      queue.push(ev);
+      release(ev).catch((e: unknown) => queue.fail(e));
+      return;
+    }
+    const t = armed.find((x) => x.label === ev.data.target)!;
+    hits = hits.then(() => inspected(stop, t)).catch((e: unknown) => queue.fail(e));
   });
-  if (!client.running) await client.continue();
+  if (!client.running && (options.resume ?? true)) await client.continue();
   return {
     armed,
     failed,
     events: queue,
     async disarm() {
       off();
+      await hits;
       await client
         .whileStopped(async () => {
           for (const h of handles) await h.remove().catch(() => undefined);
@@ -1631,16 +1670,50 @@ export async function armWatchpoints(
   };
 }
 
+/**
+ * Who wrote, from the registers at a watchpoint hit (QEMU stops after the writing instruction: RIP is the
+ * next one): the code (kernel symbol or module and offset) and, when the per-CPU `current_task` can be
+ * read through GS base, the task. Read while the VM is still stopped at the hit, so that a module's init
+ * code (freed once init returns) can still be named.
+ */
+export function describeWriter(k: Kernel, regs: { rip: bigint; gsBase?: bigint }): Record<string, unknown> {
+  const code = describeTarget(new CodeAttributor(k), regs.rip);
+  const out: Record<string, unknown> = { rip: hex(regs.rip), code: code.evidence, text: code.text };
+  // x86-64 per-CPU symbols are offsets into each CPU's area; in kernel mode GS base is this CPU's area.
+  const off = k.symbols.address('current_task');
+  if (regs.gsBase !== undefined && regs.gsBase !== 0n && off !== undefined && off < 1n << 32n) {
+    const ptr = k.readPointer(regs.gsBase + off);
+    const task = ptr !== undefined ? readTask(k, ptr) : undefined;
+    if (task) out.task = { pid: task.pid, tgid: task.tgid, comm: task.comm, address: hex(task.address) };
+  }
+  return out;
+}
+
 function watchFindings(ev: VmEvent, k: KernelAccess, b: BaselineAccess): Finding[] {
   const d = ev.data;
   const label = typeof d.target === 'string' ? d.target : 'a watched kernel entry';
   const attr = new CodeAttributor(k);
-  const evidence: Record<string, unknown> = { watch: d };
+  const { writer, ...watch } = d;
+  const evidence: Record<string, unknown> = { watch };
   let changed: boolean | undefined;
   let now = '';
+  let by = '';
+  if (typeof writer === 'object' && writer !== null) {
+    // Described at the hit, while the VM was stopped there (see describeWriter).
+    const w = writer as { text?: unknown; task?: { pid?: unknown; comm?: unknown } };
+    evidence.writer = writer;
+    const task =
+      w.task && typeof w.task.comm === 'string' ? ` by ${w.task.comm} (pid ${String(w.task.pid)})` : '';
+    if (typeof w.text === 'string') by = `, written from ${w.text}${task}`;
+  }
+  // The value read at the hit (little-endian bytes) is what was written; memory may have moved on since.
+  const written =
+    typeof d.value === 'string' && /^[0-9a-f]{16}$/.test(d.value)
+      ? Buffer.from(d.value, 'hex').readBigUInt64LE(0)
+      : undefined;
   if (typeof d.table === 'string' && typeof d.nr === 'number') {
     const table = k.symbols.address(d.table);
-    const cur = table !== undefined ? k.readPointer(table + BigInt(d.nr * 8)) : undefined;
+    const cur = written ?? (table !== undefined ? k.readPointer(table + BigInt(d.nr * 8)) : undefined);
     if (cur !== undefined) {
       const desc = describeTarget(attr, cur);
       evidence.now = desc.evidence;
@@ -1669,7 +1742,7 @@ function watchFindings(ev: VmEvent, k: KernelAccess, b: BaselineAccess): Finding
       key: `watch:${label}`,
       severity: changed === false ? 'high' : 'critical',
       technique: TECHNIQUE,
-      summary: `write to ${label} caught by a watchpoint${cpu}${now}${changed === false ? ' (same value as the baseline)' : ''}`,
+      summary: `write to ${label} caught by a watchpoint${cpu}${by}${now}${changed === false ? ' (same value as the baseline)' : ''}`,
       evidence: { ...evidence, ...(changed !== undefined ? { changed } : {}) },
     },
   ];
@@ -1820,8 +1893,10 @@ export const memoryAccessPolicy = definePolicy<Kernel>({
   description:
     'Kernel text and read-only data hashed per 64 KiB chunk against the first attach (run-time patch sites ' +
     'of jump labels, static calls and ftrace normalised), the system call table and the IDT entry by entry; ' +
-    'changes named by address, symbol and bytes. GDB-stub watchpoints on critical entries when wired. ' +
-    'IA32_LSTAR is not readable through QEMU and is not checked.',
+    'changes named by address, symbol and bytes. Under vigil watch, GDB-stub write watchpoints on critical ' +
+    'entries raise at once. ' +
+    'The syscall entry MSRs (LSTAR, CSTAR, SYSENTER_EIP) of each vCPU against the kernel entry points, at most ' +
+    'once a minute (a QEMU device-state snapshot: needs guest RAM in a shared memory backend).',
   technique: TECHNIQUE,
   severity: 'high',
   requires: ['kernel'],
@@ -1833,10 +1908,13 @@ export const memoryAccessPolicy = definePolicy<Kernel>({
   },
   poll(ctx) {
     const k = ctx.requireKernel();
-    return pollFresh(ctx, k, () => checkIntegrity(k, ctx.baseline)).findings;
+    return withSyscallMsrFindings(ctx, k, pollFresh(ctx, k, () => checkIntegrity(k, ctx.baseline)).findings);
   },
   onEvent(ev, ctx) {
     if (ev.source !== 'gdb' || ev.name !== WATCH_EVENT) return [];
-    return watchFindings(ev, ctx.requireKernel(), ctx.baseline);
+    const k = ctx.requireKernel();
+    // The guest wrote since the last sweep: nothing cached before the hit may be trusted.
+    if (!k.epoch.frozen) k.refresh();
+    return watchFindings(ev, k, ctx.baseline);
   },
 });

@@ -6,8 +6,19 @@ import { VigilError } from '../../util/errors.js';
 import { openProcessMemory, openRamFile, parseMtree, type RamSegment } from '../memory/index.js';
 import { QmpClient } from '../qmp/client.js';
 import { toVmEvent } from '../qmp/types.js';
-import type { Machine, MachineControl, PhysicalMemory, Vcpu, VmEvent, X86Registers } from '../types.js';
+import type {
+  GuestAgent,
+  Machine,
+  MachineControl,
+  PhysicalMemory,
+  Vcpu,
+  VmEvent,
+  X86Registers,
+} from '../types.js';
+import { attachAgent, type AgentAttachment } from './agent.js';
+import { QemuCpuState } from './cpu-state.js';
 import { pidOfUnixSocketServer } from './find-pid.js';
+import { attachGdbStub, type QemuGdbStub } from './gdb-stub.js';
 
 interface MemdevInfo {
   id?: string;
@@ -22,6 +33,18 @@ export interface QemuMachineOptions {
   pid?: number;
   /** Reconnect QMP automatically after a lost connection. */
   reconnect?: boolean;
+  /**
+   * qemu-guest-agent: 'auto' (default) finds its socket through QMP, a path (or host:port) names it, false
+   * leaves it out. An agent that does not answer leaves `agent` undefined and `agentProblem` set.
+   */
+  agent?: string | false;
+  /** How long the agent gets to answer its first guest-sync (default 3000 ms). */
+  agentTimeoutMs?: number;
+  /**
+   * QEMU's GDB stub for `debug` (watchpoints): "host:port" or a unix socket path, or 'auto' for the one
+   * `query-chardev` names. Default: none. A stub that cannot be attached leaves `gdbProblem` set.
+   */
+  gdb?: string;
 }
 
 export interface QemuMachine extends Machine {
@@ -31,6 +54,16 @@ export interface QemuMachine extends Machine {
   /** How guest RAM is reached: "shm" or "proc-mem". */
   readonly memoryAccess: 'shm' | 'proc-mem';
   readonly layout: readonly RamSegment[];
+  /** qemu-guest-agent, when the VM has one that answered at connection time. */
+  readonly agent?: GuestAgent;
+  /** The agent's socket, when the VM has one or one was named. */
+  readonly agentSocket?: string;
+  /** Why the VM's agent is not reachable (not running, held by another client…), for policies to report. */
+  readonly agentProblem?: string;
+  /** The GDB stub session (also `debug`), when one was asked for and attached. */
+  readonly gdb?: QemuGdbStub;
+  /** Why the GDB stub asked for is not attached (none, another debugger on it, no answer). */
+  readonly gdbProblem?: string;
 }
 
 export async function connectQemu(
@@ -42,7 +75,11 @@ export async function connectQemu(
     const { memory, access, layout } = await openGuestRam(qmp, qmpAddress, options.pid);
     const name = options.name ?? defaultName(qmpAddress);
     const cpus = await qmp.queryCpusFast().catch(() => []);
-    return buildMachine(name, qmp, memory, access, layout, Math.max(1, cpus.length));
+    // Never throws: an agent that cannot be used is reported in agentProblem.
+    const agent = await attachAgent(qmp, options.agent ?? 'auto', { timeoutMs: options.agentTimeoutMs });
+    const machine = buildMachine(name, qmp, memory, access, layout, Math.max(1, cpus.length), agent);
+    // Last: attaching the GDB stub pauses the VM for a moment. Never throws: see gdbProblem.
+    return options.gdb ? withGdbStub(machine, await attachGdbStub(qmp, options.gdb)) : machine;
   } catch (e) {
     await qmp.close();
     throw e;
@@ -108,6 +145,7 @@ function buildMachine(
   memoryAccess: 'shm' | 'proc-mem',
   layout: readonly RamSegment[],
   cpuCount: number,
+  agent: AgentAttachment,
 ): QemuMachine {
   let registerCache: { at: number; regs: Map<number, X86Registers> } | undefined;
   const allRegisters = async (): Promise<Map<number, X86Registers>> => {
@@ -147,9 +185,31 @@ function buildMachine(
     qmp,
     memoryAccess,
     layout,
+    ...(agent.agent ? { agent: agent.agent } : {}),
+    ...(agent.socket ? { agentSocket: agent.socket } : {}),
+    ...(agent.problem ? { agentProblem: agent.problem } : {}),
+    // MSRs come from a device-state snapshot: small only when guest RAM is a shared backend left out of it.
+    ...(memoryAccess === 'shm' ? { cpuState: new QemuCpuState(qmp) } : {}),
     async close() {
       memory.close();
+      await agent.agent?.close();
       await qmp.close();
+    },
+  };
+}
+
+/** The machine with the stub as `debug`; closing it detaches first (QEMU resumes the VM on detach). */
+function withGdbStub(m: QemuMachine, g: { stub?: QemuGdbStub; problem?: string }): QemuMachine {
+  if (!g.stub) return g.problem ? { ...m, gdbProblem: g.problem } : m;
+  const stub = g.stub;
+  const close = m.close.bind(m);
+  return {
+    ...m,
+    debug: stub,
+    gdb: stub,
+    async close() {
+      await stub.close().catch(() => undefined);
+      await close();
     },
   };
 }
