@@ -170,6 +170,20 @@ export function numberOption(ctx: SweepContext<unknown>, name: string, fallback:
   return v;
 }
 
+/** A boolean option with a default; throws a usage error naming the option when it has the wrong type. */
+export function booleanOption(ctx: SweepContext<unknown>, name: string, fallback: boolean): boolean {
+  const v = ctx.options[name];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'boolean') {
+    throw new VigilError(
+      'policy',
+      'usage',
+      `option "${name}" must be true or false, got ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
+}
+
 /** A string-list option with a default (e.g. allowed process names). */
 export function stringListOption(
   ctx: SweepContext<unknown>,

@@ -11,7 +11,13 @@
 // Applies to dumps: it needs no baseline.
 import type { Kernel } from '../../os/linux/kernel.js';
 import { hex, type KernelAccess } from '../../os/linux/modules/access.js';
-import { CodeAttributor, listSyscallTables, readIdt, type Attribution } from '../../os/linux/tables/index.js';
+import {
+  CodeAttributor,
+  describeCode,
+  listSyscallTables,
+  readIdt,
+  type Attribution,
+} from '../../os/linux/tables/index.js';
 import { hlistEntries, listHeadEntries } from '../../os/linux/walk.js';
 import { isVigilError } from '../../util/errors.js';
 import { definePolicy } from '../policy.js';
@@ -47,18 +53,8 @@ function locate(
   attr: CodeAttributor,
   va: bigint,
 ): { text: string; evidence: Record<string, unknown>; a: Attribution } {
-  const a = attr.attribute(va);
-  const evidence: Record<string, unknown> = { address: hex(va), where: a.where };
-  if (a.symbol !== undefined) evidence.symbol = a.symbol;
-  if (a.module !== undefined) evidence.module = a.module;
-  if (a.moduleOffset !== undefined) evidence.moduleOffset = hex(a.moduleOffset);
-  const text =
-    a.where === 'module'
-      ? `${hex(va)} in module ${a.module}${a.moduleOffset !== undefined ? `+${hex(a.moduleOffset)}` : ''}`
-      : a.symbol !== undefined
-        ? `${hex(va)} (${a.symbol}${a.where === 'kernel' ? '' : `, ${a.where}`})`
-        : `${hex(va)} (${a.where === 'unknown' ? 'neither kernel nor module code' : a.where})`;
-  return { text, evidence, a };
+  const d = describeCode(attr, va);
+  return { text: d.text, evidence: d.evidence, a: d.attribution };
 }
 
 const severityFor = (a: Attribution): Severity =>

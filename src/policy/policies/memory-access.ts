@@ -27,6 +27,7 @@ import type { Kernel } from '../../os/linux/kernel.js';
 import { hex, type KernelAccess } from '../../os/linux/modules/access.js';
 import {
   CodeAttributor,
+  describeCode,
   GATE_SIZE,
   IDT_ENTRIES,
   decodeGate,
@@ -1084,18 +1085,8 @@ interface Described {
 
 /** "0xffff… (func+0x10)" or "0xffff… in module vk_x" or "0xffff… (unknown memory)" with evidence. */
 function describeTarget(attr: CodeAttributor, va: bigint): Described {
-  const a = attr.attribute(va);
-  const evidence: Record<string, unknown> = { address: hex(va), where: a.where };
-  if (a.symbol !== undefined) evidence.symbol = a.symbol;
-  if (a.module !== undefined) evidence.module = a.module;
-  if (a.moduleOffset !== undefined) evidence.moduleOffset = hex(a.moduleOffset);
-  const text =
-    a.where === 'module'
-      ? `${hex(va)} in module ${a.module}${a.moduleOffset !== undefined ? `+${hex(a.moduleOffset)}` : ''}`
-      : a.symbol !== undefined
-        ? `${hex(va)} (${a.symbol}${a.where === 'kernel' ? '' : `, ${a.where}`})`
-        : `${hex(va)} (${a.where === 'unknown' ? 'not kernel or module code' : a.where})`;
-  return { text, evidence, outside: a.where !== 'kernel' };
+  const d = describeCode(attr, va);
+  return { text: d.text, evidence: d.evidence, outside: d.attribution.where !== 'kernel' };
 }
 
 interface ChangeGroup {

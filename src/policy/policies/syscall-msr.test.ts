@@ -150,7 +150,7 @@ describe('syscall entry MSRs against the kernel entry points', () => {
       'msr:sysenter_eip:0',
     ]);
     assert.match(by.get('msr:lstar:0')!.summary, /\(__x64_sys_read\+0x10\), not entry_SYSCALL_64/);
-    assert.match(by.get('msr:lstar:1')!.summary, /not kernel or module code/);
+    assert.match(by.get('msr:lstar:1')!.summary, /neither kernel nor module code/);
     assert.match(
       by.get('msr:cstar:0')!.summary,
       /CSTAR of vCPU 0 .*module vk_lstar\+0x100.*entry_SYSCALL_compat/,
@@ -277,6 +277,18 @@ describe('withSyscallMsrFindings', () => {
     assert.equal(cpu.calls, 2);
     const bad = harness(liveMachine(cpu), { syscallMsrIntervalMs: 'often' });
     assert.throws(() => withSyscallMsrFindings(bad.ctx, k, []), /syscallMsrIntervalMs/);
+  });
+
+  test('syscallMsr: false turns the snapshot off, said as a skip; a non-boolean is a usage error', async () => {
+    const cpu = new FakeCpuState();
+    const h = harness(liveMachine(cpu), { syscallMsr: false });
+    const out = await withSyscallMsrFindings(h.ctx, kernel(), []);
+    assert.deepEqual(out, []);
+    assert.equal(cpu.calls, 0, 'no snapshot was taken');
+    assert.equal(h.skips.length, 1);
+    assert.match(JSON.stringify(h.skips[0]), /turned off/);
+    const bad = harness(liveMachine(cpu), { syscallMsr: 'no' });
+    assert.throws(() => withSyscallMsrFindings(bad.ctx, kernel(), []), /syscallMsr/);
   });
 
   test('RAM not shared (unsupported): skipped with QEMU’s reason, until the next interval', async () => {

@@ -16,10 +16,10 @@
 // with the reason; a paused VM is not snapshotted either.
 import type { KernelAccess } from '../../os/linux/modules/access.js';
 import { hex } from '../../os/linux/modules/access.js';
-import { CodeAttributor } from '../../os/linux/tables/index.js';
+import { CodeAttributor, describeCode } from '../../os/linux/tables/index.js';
 import { isVigilError } from '../../util/errors.js';
 import type { Machine, SyscallEntryMsrs } from '../../vmm/types.js';
-import { numberOption, type SweepContext } from '../policy.js';
+import { booleanOption, numberOption, type SweepContext } from '../policy.js';
 import type { Finding } from '../types.js';
 
 export const SYSCALL_MSR_CHECK = 'syscall-msr';
@@ -73,20 +73,8 @@ export function expectedEntries(k: KernelAccess): ExpectedEntries | undefined {
 
 /** Where an address points: module and offset, kernel symbol, or neither (for summaries and evidence). */
 function owner(attr: CodeAttributor, va: bigint): { text: string; evidence: Record<string, unknown> } {
-  const a = attr.attribute(va);
-  const evidence: Record<string, unknown> = { address: hex(va), where: a.where };
-  if (a.symbol !== undefined) evidence.symbol = a.symbol;
-  if (a.module !== undefined) evidence.module = a.module;
-  if (a.moduleOffset !== undefined) evidence.moduleOffset = hex(a.moduleOffset);
-  const text =
-    a.where === 'module'
-      ? `module ${a.module}${a.moduleOffset !== undefined ? `+${hex(a.moduleOffset)}` : ''}`
-      : a.symbol !== undefined
-        ? `${a.symbol}${a.where === 'kernel' ? '' : `, ${a.where}`}`
-        : a.where === 'unknown'
-          ? 'not kernel or module code'
-          : a.where;
-  return { text, evidence };
+  const d = describeCode(attr, va);
+  return { text: d.place, evidence: d.evidence };
 }
 
 /** Findings for every vCPU whose entry MSRs hold a value the kernel does not write. */
@@ -178,6 +166,11 @@ export function withSyscallMsrFindings(
   k: KernelAccess,
   base: Finding[],
 ): Finding[] | Promise<Finding[]> {
+  // Operators who want no migration of their VMs at all turn the snapshot off.
+  if (!booleanOption(ctx, 'syscallMsr', true)) {
+    ctx.skip?.(SYSCALL_MSR_CHECK, 'turned off (memory-access option syscallMsr: false)');
+    return base;
+  }
   const cpu = ctx.machine.cpuState;
   if (!cpu) {
     ctx.skip?.(SYSCALL_MSR_CHECK, noCpuStateReason(ctx.machine));

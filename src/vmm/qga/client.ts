@@ -7,6 +7,7 @@
 
 import { randomInt } from 'node:crypto';
 import type net from 'node:net';
+import { isObject, positive, type Json } from '../json-values.js';
 import { VigilError, describeSysError } from '../../util/errors.js';
 import { sanitize } from '../../util/sanitize.js';
 import { describeTarget, openSocket, parseSocketTarget, type SocketTarget } from '../qmp/transport.js';
@@ -49,8 +50,6 @@ export interface QgaInfo {
   /** Names of the commands the agent has enabled. */
   commands: string[];
 }
-
-type Json = Record<string, unknown>;
 
 const DEFAULT_MAX_OUTPUT = 1 << 20;
 const MAX_OUTPUT_CAP = 64 << 20;
@@ -487,16 +486,6 @@ function execResult(v: Json, maxOutput: number, cut: boolean): GuestExecResult {
 
 function malformed(command: string): VigilError {
   return new VigilError('vmm', 'malformed', `qemu-guest-agent's reply to ${command} has an unexpected shape`);
-}
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function positive(n: number, name: string): number {
-  if (!Number.isFinite(n) || n <= 0)
-    throw new VigilError('vmm', 'usage', `${name} must be positive, got ${n}`);
-  return n;
 }
 
 function bounded(n: number, max: number, name: string): number {

@@ -5,6 +5,7 @@
 
 import net from 'node:net';
 import nodePath from 'node:path';
+import { isObject, positive, type Json } from '../json-values.js';
 import { VigilError } from '../../util/errors.js';
 import { sanitize } from '../../util/sanitize.js';
 import type { X86Registers } from '../types.js';
@@ -52,8 +53,6 @@ interface Connection {
   splitter: LineSplitter;
   greeting?: { resolve: (g: QmpGreeting) => void; reject: (e: unknown) => void };
 }
-
-type Json = Record<string, unknown>;
 
 const DEFAULT_RECONNECT: Required<ReconnectPolicy> = { attempts: 10, initialDelayMs: 100, maxDelayMs: 5000 };
 const DUMP_TIMEOUT_MS = 10 * 60 * 1000;
@@ -577,16 +576,6 @@ export class QmpClient {
       }
     }
   }
-}
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function positive(n: number, name: string): number {
-  if (!Number.isFinite(n) || n <= 0)
-    throw new VigilError('vmm', 'usage', `${name} must be positive, got ${n}`);
-  return n;
 }
 
 function parseGreeting(msg: Json): QmpGreeting | undefined {

@@ -71,3 +71,34 @@ function range(
 ): { start: bigint; end: bigint } | undefined {
   return start !== undefined && end !== undefined && end > start ? { start, end } : undefined;
 }
+
+const hex = (v: bigint): string => '0x' + v.toString(16);
+
+/** Where a code pointer lands, said once for summaries and evidence alike. */
+export interface CodeDescription {
+  attribution: Attribution;
+  /** "0xffff… (func+0x10)", "0xffff… in module vk_x+0x14", "0xffff… (neither kernel nor module code)". */
+  text: string;
+  /** The place without the address: "func+0x10", "module vk_x+0x14", "neither kernel nor module code". */
+  place: string;
+  evidence: Record<string, unknown>;
+}
+
+export function describeCode(attr: CodeAttributor, va: bigint): CodeDescription {
+  const a = attr.attribute(va);
+  const evidence: Record<string, unknown> = { address: hex(va), where: a.where };
+  if (a.symbol !== undefined) evidence.symbol = a.symbol;
+  if (a.module !== undefined) evidence.module = a.module;
+  if (a.moduleOffset !== undefined) evidence.moduleOffset = hex(a.moduleOffset);
+  const inModule = `module ${a.module}${a.moduleOffset !== undefined ? `+${hex(a.moduleOffset)}` : ''}`;
+  const place =
+    a.where === 'module'
+      ? inModule
+      : a.symbol !== undefined
+        ? `${a.symbol}${a.where === 'kernel' ? '' : `, ${a.where}`}`
+        : a.where === 'unknown'
+          ? 'neither kernel nor module code'
+          : a.where;
+  const text = a.where === 'module' ? `${hex(va)} in ${inModule}` : `${hex(va)} (${place})`;
+  return { attribution: a, text, place, evidence };
+}

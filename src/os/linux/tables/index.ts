@@ -1,6 +1,12 @@
 // Kernel tables an attacker patches: system call tables, the IDT, the SYSCALL entry point; kernel image
 // sections and a hash of kernel text.
-export { CodeAttributor, type Attribution, type CodeLocation } from './attribute.js';
+export {
+  CodeAttributor,
+  describeCode,
+  type Attribution,
+  type CodeDescription,
+  type CodeLocation,
+} from './attribute.js';
 export {
   expectedSyscallEntry,
   listSyscallTables,
