@@ -2,7 +2,7 @@
 // Boots lab guests (vigil-bench-256m, vigil-bench-3g), measures, prints a report (Markdown tables) and
 // writes JSON to bench/results.json. A benchmark, not a test: it asserts nothing.
 //
-//   node dist/bench/run.js [--only memory,bootstrap,ps,sweep] [--keep]   (--keep leaves the guests up)
+//   node dist/bench/run.js [--only memory,bootstrap,ps,sweep,live] [--keep]   (--keep leaves the guests up)
 
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';

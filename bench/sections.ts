@@ -7,6 +7,7 @@
 //   sweep  one sweep of every registered policy (ALL_POLICIES, whatever it holds today) on a quiet guest
 //          and with 1,000 processes; how long the NIC event takes to become an alert; how long a polled
 //          policy at a 1 s interval takes to see an attack; how much a sweep a second slows the guest.
+//   live   guest agent round trips, the device-state snapshot, GDB watchpoint → alert (bench/live.ts).
 //
 // Guests: the 256 MiB bench guest runs the attack image (the demo's guest: the polled-latency test needs
 // its sniffer), the 3 GiB one the plain lab image (5,000 processes do not fit in 256 MiB).
@@ -24,6 +25,7 @@ import { Engine, type PolicyConfig, type SweepReport } from '../src/policy/engin
 import { ALL_POLICIES } from '../src/policy/policies/index.js';
 import type { Alert } from '../src/policy/types.js';
 import { connectQemu, type QemuMachine } from '../src/vmm/qemu/machine.js';
+import { liveSection } from './live.js';
 import type { BenchContext } from './run.js';
 
 const SMALL = 'vigil-bench-256m';
@@ -514,5 +516,5 @@ async function polledLatency(
 }
 
 export function sections(ctx: BenchContext): Record<string, () => Promise<void>> {
-  return { ps: () => psSection(ctx), sweep: () => sweepSection(ctx) };
+  return { ps: () => psSection(ctx), sweep: () => sweepSection(ctx), live: () => liveSection(ctx) };
 }

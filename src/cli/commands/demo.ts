@@ -44,6 +44,11 @@ export const DEMO_STEPS: readonly DemoStep[] = [
     expect: ['lie-detector'],
   },
   {
+    attack: 'rootkit-hide',
+    story: "a rootkit hooks getdents64 to hide a process from the guest's own ps",
+    expect: ['lie-detector-guest'],
+  },
+  {
     attack: 'rootkit-hidemod',
     story: 'a rootkit module hides itself from the module list',
     expect: ['hidden-module'],
@@ -57,6 +62,11 @@ export const DEMO_STEPS: readonly DemoStep[] = [
     attack: 'rootkit-inline',
     story: 'a rootkit patches a jump into a kernel function',
     expect: ['kernel-hooks', 'memory-access'],
+  },
+  {
+    attack: 'rootkit-lstar',
+    story: 'a rootkit points the system call entry MSR (LSTAR) at its own code',
+    expect: ['memory-access'],
   },
   {
     attack: 'rootkit-root',
@@ -105,7 +115,7 @@ async function demo(opts: DemoOptions): Promise<number> {
   let machine: QemuMachine | undefined;
   const rows: { attack: string; policy: string; detected: boolean; ms?: number; summary: string }[] = [];
   try {
-    step('Attaching from outside the guest: no agent, no profile, no configuration');
+    step("Attaching from outside the guest: nothing of vigil's inside it, no profile, no configuration");
     machine = await connectQemu(guest.qmp, { name: guest.name });
     const kernel = Kernel.bootstrap(machine.memory, { live: true });
     say(`  ${kernel.banner.text}`);
@@ -125,7 +135,11 @@ async function demo(opts: DemoOptions): Promise<number> {
       },
       baselines: new MemoryBaselineStore(),
       // TCG guests on small machines sweep slower than KVM ones; the demo is not the place to tune budgets.
-      config: { sweepBudgetMs: 15_000 },
+      // The LSTAR check snapshots device state at most once a minute by default; the demo looks every sweep.
+      config: {
+        sweepBudgetMs: 15_000,
+        policies: { 'memory-access': { options: { syscallMsrIntervalMs: 0 } } },
+      },
       beforeSweep: () => kernel.refresh(),
     });
     // Event-driven policies hear QMP events as they happen.
