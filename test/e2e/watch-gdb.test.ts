@@ -8,9 +8,7 @@
 // slowdown with four watchpoints armed. The lab guest has one QMP socket and vigil holds it while it
 // watches: the VM's state is asked of its shell then, of QMP only before and after.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -22,113 +20,16 @@ import { GdbClient } from '../../src/vmm/gdb/client.js';
 import { QmpClient } from '../../src/vmm/qmp/client.js';
 import { findGdbStub } from '../../src/vmm/qemu/gdb-stub.js';
 import { connectQemu } from '../../src/vmm/qemu/machine.js';
-import { repoRoot, runVigil } from '../support/cli.js';
-import { guestExec, guestRun, sharedGuest } from '../support/guest.js';
+import { runVigil } from '../support/cli.js';
+import { consoleBack, consoleWrite, guestExec, guestRun, sharedGuest } from '../support/guest.js';
+import { readJsonl, until, WatchProcess, type JsonlAlert } from '../support/watch.js';
 
 const NAME = 'vigil-test-watch-gdb';
-const bin = process.env.VIGIL_BIN ?? join(repoRoot, 'bin', 'vigil.js');
 const say = (s: string) => process.stderr.write(`[watch-gdb] ${s}\n`);
 const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const KILL_ENTRY = 'sys_call_table[62] (kill)';
 
-/** `vigil watch` as a child process; its stderr lines kept, VM transitions parsed. */
-class WatchProcess {
-  readonly child: ChildProcess;
-  readonly lines: { at: number; text: string }[] = [];
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [bin, 'watch', ...args], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let buf = '';
-    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const text = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        this.lines.push({ at: Date.now(), text });
-        if (process.env.VIGIL_TEST_VERBOSE) say(`vigil: ${text}`);
-      }
-    });
-    this.exited = new Promise((resolve) =>
-      this.child.on('exit', (code, signal) => resolve({ code, signal })),
-    );
-  }
-
-  /** The first log line after `since` matching `re`. */
-  async line(re: RegExp, since: number, timeoutMs: number): Promise<{ at: number; text: string }> {
-    return until(
-      `a log line ${re}`,
-      () => this.lines.find((l) => l.at >= since && re.test(l.text)),
-      timeoutMs,
-      () =>
-        this.lines
-          .slice(-20)
-          .map((l) => l.text)
-          .join('\n'),
-    );
-  }
-
-  transition(to: string, since: number, timeoutMs: number) {
-    return this.line(new RegExp(`^\\S+ vm ${NAME}: \\w+ -> ${to} \\(`), since, timeoutMs);
-  }
-}
-
-async function until<T>(
-  what: string,
-  fn: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs: number,
-  context: () => string = () => '',
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline)
-      assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}\n${context()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-interface JsonlAlert {
-  vigil: {
-    id: string;
-    vm: string;
-    policy: string;
-    key: string;
-    severity: string;
-    summary: string;
-    time: string;
-  };
-  evidence?: unknown;
-}
-
-function readJsonl(path: string): JsonlAlert[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return [];
-  }
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as JsonlAlert);
-}
-
-const evidenceOf = (a: JsonlAlert) => (a.vigil as unknown as { evidence: Record<string, unknown> }).evidence;
-
-/** Type on the console without waiting for an answer (the guest will not give one). */
-function consoleWrite(g: GuestState, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = connect(g.serial);
-    s.once('error', reject);
-    s.once('connect', () => s.end(text, () => setTimeout(resolve, 200)));
-  });
-}
+const evidenceOf = (a: JsonlAlert) => a.vigil.evidence as Record<string, unknown>;
 
 async function qmpOf<T>(g: GuestState, fn: (q: QmpClient) => Promise<T>): Promise<T> {
   const q = await QmpClient.connect(g.qmp);
@@ -137,20 +38,6 @@ async function qmpOf<T>(g: GuestState, fn: (q: QmpClient) => Promise<T>): Promis
   } finally {
     await q.close();
   }
-}
-
-async function consoleBack(g: GuestState, timeoutMs: number): Promise<void> {
-  await until(
-    `the console of ${g.name}`,
-    async () => {
-      try {
-        return (await guestExec(g, 'echo ok', 10_000)).output.trim() === 'ok';
-      } catch {
-        return false;
-      }
-    },
-    timeoutMs,
-  );
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -278,7 +165,7 @@ baselineDir: baselines
   }
 
   function startWatch(config: string): WatchProcess {
-    w = new WatchProcess(['--qmp', g.qmp, '--config', join(dir, config)]);
+    w = new WatchProcess(['--qmp', g.qmp, '--config', join(dir, config)], 'watch-gdb');
     return w;
   }
 
@@ -327,7 +214,7 @@ baselineDir: baselines
         `sys_call_table\\[62\\] \\(kill\\), sys_call_table\\[217\\] \\(getdents64\\), sys_call_table\\[78\\] \\(getdents\\), idt\\[0x80\\] via GDB stub 127\\.0\\.0\\.1:${g.gdbPort}$`,
       ),
     );
-    const up = await w.transition('watching', t0, 120_000);
+    const up = await w.transition(NAME, 'watching', t0, 120_000);
     say(`watching ${secs(up.at - t0)} after start; ${armed.text.replace(/^\S+ vm /, '')}`);
     await learned(up.text);
     await answers();
@@ -343,9 +230,9 @@ baselineDir: baselines
     // A reboot: the watchpoints go with the old kernel and come back with the new one.
     const tBoot = Date.now();
     await consoleWrite(g, 'reboot -f\n');
-    await w.transition('bootstrapping', tBoot, 60_000);
+    await w.transition(NAME, 'bootstrapping', tBoot, 60_000);
     const rearmed = await w.line(/write watchpoints on .* via GDB stub/, tBoot, 240_000);
-    const back = await w.transition('watching', tBoot, 240_000);
+    const back = await w.transition(NAME, 'watching', tBoot, 240_000);
     say(`reboot: armed again and watching ${secs(back.at - tBoot)} after it`);
     assert.ok(rearmed.at <= back.at);
     await consoleBack(g, 240_000);
@@ -358,10 +245,10 @@ baselineDir: baselines
     const tKill = Date.now();
     const oldPort = g.gdbPort;
     await stopGuest(NAME);
-    await w.transition('lost', tKill, 60_000);
+    await w.transition(NAME, 'lost', tKill, 60_000);
     g = await sharedGuest(NAME, image);
     const rearmed2 = await w.line(new RegExp(`via GDB stub 127\\.0\\.0\\.1:${g.gdbPort}$`), tKill, 240_000);
-    const back2 = await w.transition('watching', tKill, 240_000);
+    const back2 = await w.transition(NAME, 'watching', tKill, 240_000);
     await learned(back2.text);
     say(
       `QEMU restart: stub port ${oldPort} -> ${g.gdbPort}, armed again ${secs(rearmed2.at - tKill)} after the stop`,
@@ -384,12 +271,12 @@ baselineDir: baselines
     const w = startWatch('pause.yaml');
     const t0 = Date.now();
     await w.line(/write watchpoints on .* via GDB stub/, t0, 120_000);
-    await w.transition('watching', t0, 120_000);
+    await w.transition(NAME, 'watching', t0, 120_000);
     await answers();
     const tAttack = Date.now();
     // Not through runAttack: the console will not answer while the VM is held.
     await consoleWrite(g, '/attacks/run/rootkit-wp > /tmp/rootkit-wp.out 2>&1\n');
-    const held = await w.transition('paused', tAttack, 30_000);
+    const held = await w.transition(NAME, 'paused', tAttack, 30_000);
     assert.match(held.text, /held at a watchpoint hit/);
     const alert = await until(
       'the pause alert',
@@ -399,9 +286,7 @@ baselineDir: baselines
         ),
       30_000,
     );
-    const response = (
-      alert.vigil as unknown as { response?: { action: string; ok: boolean; detail?: string }[] }
-    ).response;
+    const response = alert.vigil.response as { action: string; ok: boolean; detail?: string }[] | undefined;
     say(
       `held at the hit ${secs(held.at - tAttack)} after the attack started; response ${JSON.stringify(response)}`,
     );

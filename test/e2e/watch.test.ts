@@ -6,93 +6,20 @@
 // `kill -9` of vigil leaves the JSON-lines file valid; SIGTERM stops it with exit 0; a bad config is one
 // line and exit 2.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { attackImage, runAttack } from '../../src/lab/attacks.js';
 import { stopGuest, type GuestState } from '../../src/lab/index.js';
-import { repoRoot, runVigil } from '../support/cli.js';
+import { runVigil } from '../support/cli.js';
 import { consoleBack, consoleWrite, sharedGuest } from '../support/guest.js';
+import { readJsonl, until, WatchProcess } from '../support/watch.js';
 
 const A = 'vigil-test-watch-a';
 const B = 'vigil-test-watch-b';
-const bin = process.env.VIGIL_BIN ?? join(repoRoot, 'bin', 'vigil.js');
 const say = (s: string) => process.stderr.write(`[watch] ${s}\n`);
-
-interface Transition {
-  at: number;
-  vm: string;
-  from: string;
-  to: string;
-  reason: string;
-}
-
-/** `vigil watch` as a child process, its stderr parsed into state transitions. */
-class WatchProcess {
-  readonly child: ChildProcess;
-  readonly started = Date.now();
-  readonly lines: string[] = [];
-  readonly transitions: Transition[] = [];
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  #waiters: (() => void)[] = [];
-
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [bin, 'watch', ...args], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let buf = '';
-    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        this.#line(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-    });
-    this.exited = new Promise((resolve) =>
-      this.child.on('exit', (code, signal) => resolve({ code, signal })),
-    );
-  }
-
-  #line(line: string): void {
-    this.lines.push(line);
-    if (process.env.VIGIL_TEST_VERBOSE) say(`vigil: ${line}`);
-    const m = /^\S+ vm (\S+): (\w+) -> (\w+) \((.*)\)$/.exec(line);
-    if (m) this.transitions.push({ at: Date.now(), vm: m[1]!, from: m[2]!, to: m[3]!, reason: m[4]! });
-    for (const w of this.#waiters.splice(0)) w();
-  }
-
-  /** Resolves with the first transition after `since` that matches, or fails after the timeout. */
-  async transition(vm: string, to: string, since: number, timeoutMs: number): Promise<Transition> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const t = this.transitions.find((x) => x.vm === vm && x.to === to && x.at >= since);
-      if (t) return t;
-      if (Date.now() > deadline || this.child.exitCode !== null) {
-        assert.fail(
-          `${vm} did not reach ${to} within ${timeoutMs} ms; log:\n${this.lines.slice(-30).join('\n')}`,
-        );
-      }
-      await new Promise<void>((r) => {
-        const timer = setTimeout(r, 500);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          r();
-        });
-      });
-    }
-  }
-
-  metricsUrl(): string {
-    const m = this.lines.map((l) => / watch metrics at (\S+)\/metrics$/.exec(l)).find(Boolean);
-    assert.ok(m, 'vigil printed its metrics address');
-    return m[1]!;
-  }
-}
 
 /** The webhook receiver: records every delivery; can go down and come back on the same port. */
 class Receiver {
@@ -125,39 +52,6 @@ class Receiver {
       s.close(() => resolve());
       s.closeAllConnections();
     });
-  }
-}
-
-interface JsonlAlert {
-  vigil: { id: string; vm: string; policy: string; key: string; evidence: unknown };
-}
-
-/** Every line must be a whole JSON document. */
-function readJsonl(path: string): JsonlAlert[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return [];
-  }
-  const lines = text.split('\n');
-  assert.equal(lines.pop(), '', 'the file ends with a newline');
-  return lines.map((l, i) => {
-    try {
-      return JSON.parse(l) as JsonlAlert;
-    } catch (e) {
-      assert.fail(`line ${i + 1} of ${path} is not JSON: ${l.slice(0, 200)} (${String(e)})`);
-    }
-  });
-}
-
-async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
   }
 }
 
@@ -361,7 +255,7 @@ identityCheckMs: 2000
     const exit = await w2.exited;
     assert.deepEqual(exit, { code: 0, signal: null });
     say(`SIGTERM: exit 0 after ${secs(Date.now() - t0)}`);
-    assert.match(w2.lines.at(-1) ?? '', / watch stopped$/);
+    assert.match(w2.lines.at(-1)?.text ?? '', / watch stopped$/);
     readJsonl(jsonl);
   });
 });

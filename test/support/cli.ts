@@ -6,6 +6,11 @@ import { fileURLToPath } from 'node:url';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
+/** The entry script a test runs as `vigil` (read at each call: VIGIL_BIN may be set after import). */
+export function vigilBin(): string {
+  return process.env.VIGIL_BIN ?? join(repoRoot, 'bin', 'vigil.js');
+}
+
 export interface CliResult {
   code: number;
   stdout: string;
@@ -13,9 +18,8 @@ export interface CliResult {
 }
 
 export function runVigil(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CliResult> {
-  const bin = process.env.VIGIL_BIN ?? join(repoRoot, 'bin', 'vigil.js');
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], {
+    const child = spawn(process.execPath, [vigilBin(), ...args], {
       cwd: repoRoot,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
