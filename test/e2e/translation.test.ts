@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { PageTableAddressSpace, PagingCache, pagingModeFromCr4 } from '../../src/arch/x86_64/index.js';
 import { Epoch } from '../../src/arch/epoch.js';
 import { Kernel } from '../../src/os/linux/kernel.js';
+import { bootstrapLive } from '../../src/os/linux/live-kernel.js';
 import { GdbClient } from '../../src/vmm/gdb/client.js';
 import { openDump } from '../../src/vmm/memory/index.js';
 import { connectQemu } from '../../src/vmm/qemu/machine.js';
@@ -138,7 +139,13 @@ for (const c of cases) {
       assert.ok(cr3 !== undefined && cr4 !== undefined, 'the stub offers CR3 and CR4');
       assert.equal(pagingModeFromCr4(cr4), c.levels, 'paging depth follows CR4.LA57');
 
-      const kernel = Kernel.bootstrap(machine.memory, { live: false });
+      // The running kernel, not an image an earlier reboot left in RAM (the 4-level guest is rebooted by
+      // the ps suite): its section symbols classify the sampled addresses.
+      const found = await bootstrapLive(machine.memory, machine.vcpus, {
+        bootstrap: (mem) => Kernel.bootstrap(mem, { live: false }),
+      });
+      assert.ok(found.ok, found.ok ? '' : found.reason);
+      const kernel = found.kernel;
       const space = new PageTableAddressSpace(
         machine.memory,
         cr3,
