@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import type { Kernel } from '../os/linux/kernel.js';
 import { MemoryBaselineStore } from '../policy/baseline.js';
 import { Engine } from '../policy/engine.js';
-import { WATCH_EVENT, type WatchTarget } from '../policy/policies/memory-access.js';
+import { WATCH_EVENT, type WatchTarget } from '../policy/policies/kernel-watchpoints.js';
 import { definePolicy } from '../policy/policy.js';
 import type { Alert, Finding } from '../policy/types.js';
 import { VigilError } from '../util/errors.js';

@@ -12,11 +12,11 @@ import type { Kernel } from '../os/linux/kernel.js';
 import type { Engine } from '../policy/engine.js';
 import {
   armWatchpoints,
-  memoryAccessPolicy,
   type WatchpointArm,
   type WatchpointClient,
   type WatchTarget,
-} from '../policy/policies/memory-access.js';
+} from '../policy/policies/kernel-watchpoints.js';
+import { memoryAccessPolicy } from '../policy/policies/memory-access.js';
 import type { Alert } from '../policy/types.js';
 import { VigilError } from '../util/errors.js';
 import type { StopReply } from '../vmm/gdb/stop-reply.js';

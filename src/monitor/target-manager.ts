@@ -19,7 +19,11 @@
 
 import type { Kernel } from '../os/linux/kernel.js';
 import type { Engine, SweepReport } from '../policy/engine.js';
-import { criticalWatchTargets, describeWriter, type WatchTarget } from '../policy/policies/memory-access.js';
+import {
+  criticalWatchTargets,
+  describeWriter,
+  type WatchTarget,
+} from '../policy/policies/kernel-watchpoints.js';
 import type { Finding } from '../policy/types.js';
 import { isVigilError } from '../util/errors.js';
 import { sanitize } from '../util/sanitize.js';

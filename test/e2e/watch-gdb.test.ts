@@ -15,7 +15,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { attackImage, runAttack } from '../../src/lab/attacks.js';
 import { stopGuest, type GuestState } from '../../src/lab/index.js';
 import { bootstrapLive } from '../../src/os/linux/live-kernel.js';
-import { criticalWatchTargets } from '../../src/policy/policies/memory-access.js';
+import { criticalWatchTargets } from '../../src/policy/policies/kernel-watchpoints.js';
 import { GdbClient } from '../../src/vmm/gdb/client.js';
 import { QmpClient } from '../../src/vmm/qmp/client.js';
 import { findGdbStub } from '../../src/vmm/qemu/gdb-stub.js';

@@ -17,7 +17,7 @@ import { listModules, MAX_MODULES, readModule, type KernelModule } from '../../o
 import { rbTreeNodes } from '../../os/linux/walk.js';
 import { isVigilError } from '../../util/errors.js';
 import { definePolicy } from '../policy.js';
-import { pollFresh } from './memory-access.js';
+import { pollFresh } from './poll-fresh.js';
 import type { Finding } from '../types.js';
 
 const TECHNIQUE = 'T1014';

@@ -13,26 +13,24 @@ import type { Kernel } from '../../os/linux/kernel.js';
 import { hex, type KernelAccess } from '../../os/linux/modules/access.js';
 import {
   CodeAttributor,
+  decodeBranch,
   describeCode,
+  ftraceTargets,
+  listFtraceOps,
   listSyscallTables,
   readIdt,
+  syscallNames,
+  textSnapshot,
   type Attribution,
+  type CallTargets,
+  type ImageRange,
 } from '../../os/linux/tables/index.js';
 import { hlistEntries, listHeadEntries } from '../../os/linux/walk.js';
 import { isVigilError } from '../../util/errors.js';
 import { definePolicy } from '../policy.js';
 import type { Finding, Severity } from '../types.js';
-import {
-  decodeBranch,
-  ftraceTargets,
-  listFtraceOps,
-  pollFresh,
-  syscallNames,
-  textSnapshot,
-  type CallTargets,
-  type ImageRange,
-  type IntegrityKernel,
-} from './memory-access.js';
+import type { IntegrityKernel } from './kernel-text-state.js';
+import { pollFresh } from './poll-fresh.js';
 
 const TECHNIQUE = 'T1014';
 /** Bound on functions looked at: a distribution kernel has ~47k in text. */
