@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { attackImage, runAttack, YARA_STRINGS, type AttackResult } from '../../src/lab/attacks.js';
 import { stopGuest, type GuestState } from '../../src/lab/index.js';
-import { compileRules, defaultRulesPath } from '../../src/policy/policies/signature.js';
+import { compileRules, defaultRulesPath } from '../../src/policy/policies/yara-rules.js';
 import type { Alert } from '../../src/policy/types.js';
 import { runVigil } from '../support/cli.js';
 import { dumpGuest, whilePaused } from '../support/dump.js';

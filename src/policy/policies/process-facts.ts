@@ -1,7 +1,8 @@
 // What the process and network detectors (lie-detector, raw-socket, nic-access, privilege-escalation,
-// fileless, reverse-shell) share: how a poll attributes walk issues to itself and re-reads a live guest
-// once when a walk raced it, a per-sweep cache of the task list, per-VM memory across sweeps, and cheap
-// facts about a process (its executable, its fd slots) read through the os walkers' own helpers.
+// fileless, reverse-shell; signature and program-integrity for keys) share: how a poll attributes walk
+// issues to itself and re-reads a live guest once when a walk raced it, a per-sweep cache of the task list,
+// per-VM memory across sweeps, and cheap facts about a process (its executable, its fd slots, its start
+// time) read through the os walkers' own helpers.
 import type { Kernel } from '../../os/linux/kernel.js';
 import { describeFile, type OpenFile } from '../../os/linux/fs/files.js';
 import {
@@ -226,6 +227,9 @@ export function stdioFiles(k: ProcessKernel, taskVa: bigint): OpenFile[] {
   });
   return out;
 }
+
+/** The key start time: boot-based when the kernel has it (what /proc shows), else monotonic. */
+export const startTime = (t: Task): number | null => t.startBoottimeNs ?? t.startTimeNs;
 
 /** Task facts for evidence: the identity a responder acts on. */
 export function taskEvidence(t: Task): Record<string, unknown> {

@@ -14,7 +14,14 @@
 import { createHash } from 'node:crypto';
 import type { AddressSpace } from '../../arch/types.js';
 import type { Kernel } from '../../os/linux/kernel.js';
-import { VM_EXEC, VM_WRITE, type MemoryMap } from '../../os/linux/mm/maps.js';
+import {
+  mapsBeingChanged,
+  stillOwns,
+  userProcesses,
+  type UserProcess,
+} from '../../os/linux/mm/address-spaces.js';
+import { VM_ACCOUNT, VM_EXEC, VM_WRITE, type MemoryMap } from '../../os/linux/mm/maps.js';
+import { presentPages, type PresentPage } from '../../os/linux/mm/present-pages.js';
 import { readProcessDetails } from '../../os/linux/tasks/index.js';
 import { xarrayEntries, type XarrayReader } from '../../os/linux/xarray.js';
 import { isVigilError, VigilError } from '../../util/errors.js';
@@ -22,20 +29,10 @@ import type { PhysicalMemory } from '../../vmm/types.js';
 import type { JsonValue } from '../baseline.js';
 import { definePolicy, numberOption, type SweepContext } from '../policy.js';
 import type { Finding, Severity } from '../types.js';
-import {
-  hex,
-  mapsBeingChanged,
-  readProcess,
-  startTime,
-  stillOwns,
-  userProcesses,
-  vmaEvidence,
-  type UserProcess,
-} from './signature.js';
+import { hex, startTime } from './process-facts.js';
+import { readProcess, vmaEvidence } from './process-memory.js';
 
 const PAGE = 4096;
-/** include/linux/mm.h: set by mprotect when a private map becomes writable (it is never cleared). */
-const VM_ACCOUNT = 0x100000n;
 /** page->mapping low bit: an anonymous page (its mapping is an anon_vma). */
 const PAGE_MAPPING_ANON = 1n;
 /** A file's cached pages are walked once per sweep up to this many (4 GiB of text). */
@@ -254,10 +251,8 @@ export const pageHash = (b: Buffer): string => createHash('sha256').update(b).di
 /** Known-good page hashes of one file by file offset (from the baseline). */
 export type KnownPages = ReadonlyMap<number, string>;
 
-export interface TextPage {
-  va: bigint;
-  pfn: number;
-}
+/** A present page of an executable map and the frame it maps. */
+export type TextPage = PresentPage;
 
 export interface PageResult {
   va: bigint;
@@ -349,20 +344,6 @@ export function checkTextPages(
 
 /** Executable maps backed by a file: the ones whose pages must be the file's. */
 export const isFileText = (m: MemoryMap): boolean => m.file !== undefined && (m.flags & VM_EXEC) !== 0n;
-
-/** Present 4 KiB pages of [start, end) and their frames (large pages split). */
-export function* presentPages(
-  space: Pick<AddressSpace, 'walkMappings'>,
-  start: bigint,
-  end: bigint,
-): Generator<TextPage> {
-  const max = Number((end - start) / BigInt(PAGE)) + 16;
-  for (const m of space.walkMappings({ start, end }, { maxEntries: Math.min(max, 1 << 22) })) {
-    const from = m.va > start ? m.va : start;
-    const to = m.va + m.size < end ? m.va + m.size : end;
-    for (let va = from; va < to; va += 0x1000n) yield { va, pfn: Number((m.paddr + (va - m.va)) / 4096n) };
-  }
-}
 
 interface MapFacts {
   mapping: bigint;

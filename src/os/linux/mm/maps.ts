@@ -27,6 +27,11 @@ export const VM_WRITE = 0x2n;
 export const VM_EXEC = 0x4n;
 export const VM_SHARED = 0x8n;
 export const VM_MAYSHARE = 0x80n;
+/** Set by mprotect when a private map becomes writable (it is never cleared). */
+export const VM_ACCOUNT = 0x100000n;
+/** I/O and raw-PFN maps ([vvar], device memory): not RAM. */
+export const VM_IO = 0x4000n;
+export const VM_PFNMAP = 0x400n;
 /** vm.max_map_count defaults to 65530; a guest claiming more than this is truncated. */
 export const MAX_VMAS = 1 << 17;
 const PAGE_SHIFT = 12n;
