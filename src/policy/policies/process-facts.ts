@@ -36,7 +36,7 @@ export type ProcessKernel = TaskKernel & KernelReader;
  * is false (an attempt that will be repeated).
  */
 export function collecting<T>(
-  k: SweepKernel,
+  k: Pick<SweepKernel, 'issues'>,
   fn: () => T,
   forward = true,
 ): { value: T; issues: WalkIssue[] } {
@@ -52,7 +52,7 @@ export function collecting<T>(
 }
 
 /** Add issues to the kernel's current collector. */
-export function forwardIssues(k: SweepKernel, issues: readonly WalkIssue[]): void {
+export function forwardIssues(k: Pick<SweepKernel, 'issues'>, issues: readonly WalkIssue[]): void {
   for (const i of issues) k.issues.add(i.walker, i.kind, i.detail);
 }
 
