@@ -267,6 +267,14 @@ export const rawSocketPolicy = definePolicy<Kernel>({
         (f) => f.holders.length > 0 || stillOrphan.has(`${f.socket.address}:${f.socket.inode}`),
       );
     }
-    return rawSocketFindings(facts, rawSocketOptions(ctx));
+    const opts = rawSocketOptions(ctx);
+    const first = rawSocketFindings(facts, opts);
+    if (!isLive(k) || first.length === 0) return first;
+    // The sweep's task list can predate an exec the guest was in the middle of: a busybox shell's child
+    // still carries the shell's name while its fd table, read later, already holds ping's socket. A suspect
+    // is confirmed on fresh memory, and reported with what that second reading says.
+    k.epoch.bump();
+    const suspects = new Set(first.map((f) => f.key));
+    return rawSocketFindings(collectRawSockets(k, ctx.sweep), opts).filter((f) => suspects.has(f.key));
   },
 });
