@@ -19,6 +19,7 @@ import { DEMO_STEPS } from '../src/cli/commands/demo.js';
 import { attackImage, runAttack } from '../src/lab/attacks.js';
 import { ensureGuest, execInGuest, type GuestState } from '../src/lab/index.js';
 import { Kernel } from '../src/os/linux/kernel.js';
+import { kernelIdentity } from '../src/os/linux/live-kernel.js';
 import { listPidTasks, listProcesses, listTasks } from '../src/os/linux/tasks/index.js';
 import { MemoryBaselineStore } from '../src/policy/baseline.js';
 import { Engine, type PolicyConfig, type SweepReport } from '../src/policy/engine.js';
@@ -237,11 +238,7 @@ function makeEngine(
     machine,
     policies: [...ALL_POLICIES],
     kernel,
-    kernelIdentity: {
-      banner: kernel.banner.text,
-      kaslrOffset: kernel.kaslr.virtualOffset,
-      release: kernel.release,
-    },
+    kernelIdentity: kernelIdentity(kernel),
     baselines: new MemoryBaselineStore(),
     config: { policies, defaultIntervalMs: 1_000, eventDedupeMs: 1, sweepBudgetMs: 60_000 },
     beforeSweep: () => {

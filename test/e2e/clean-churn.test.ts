@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { attackImage } from '../../src/lab/attacks.js';
 import { stopGuest, type GuestState } from '../../src/lab/index.js';
 import { Kernel } from '../../src/os/linux/kernel.js';
+import { kernelIdentity } from '../../src/os/linux/live-kernel.js';
 import { listTasks } from '../../src/os/linux/tasks/index.js';
 import { MemoryBaselineStore } from '../../src/policy/baseline.js';
 import { Engine, type SweepReport } from '../../src/policy/engine.js';
@@ -78,11 +79,7 @@ describe('a clean guest under churn', { timeout: 1_800_000 }, () => {
       machine,
       policies: [...ALL_POLICIES],
       kernel,
-      kernelIdentity: {
-        banner: kernel.banner.text,
-        kaslrOffset: kernel.kaslr.virtualOffset,
-        release: kernel.release,
-      },
+      kernelIdentity: kernelIdentity(kernel),
       baselines: new MemoryBaselineStore(),
       // Sweep speed is the benchmark's business; here only detections count.
       config: { sweepBudgetMs: 600_000 },

@@ -7,6 +7,7 @@ import pc from 'picocolors';
 import { attackImage, runAttack } from '../../lab/attacks.js';
 import { ensureGuest, stopGuest } from '../../lab/index.js';
 import { Kernel } from '../../os/linux/kernel.js';
+import { kernelIdentity } from '../../os/linux/live-kernel.js';
 import { MemoryBaselineStore } from '../../policy/baseline.js';
 import { Engine } from '../../policy/engine.js';
 import { ALL_POLICIES } from '../../policy/policies/index.js';
@@ -128,11 +129,7 @@ async function demo(opts: DemoOptions): Promise<number> {
       machine,
       policies: [...ALL_POLICIES],
       kernel,
-      kernelIdentity: {
-        banner: kernel.banner.text,
-        kaslrOffset: kernel.kaslr.virtualOffset,
-        release: kernel.release,
-      },
+      kernelIdentity: kernelIdentity(kernel),
       baselines: new MemoryBaselineStore(),
       // TCG guests on small machines sweep slower than KVM ones; the demo is not the place to tune budgets.
       // The LSTAR check snapshots device state at most once a minute by default; the demo looks every sweep.

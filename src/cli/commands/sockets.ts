@@ -1,24 +1,11 @@
 // `vigil sockets`: every socket in the guest like `ss -a` shows it — TCP, UDP, raw, UNIX and packet sockets
 // of every network namespace, read from the kernel's own tables — with the processes holding each open.
 import type { Command } from 'commander';
-import { listSockets, socketOwners, type NetId, type Socket } from '../../os/linux/net/index.js';
+import { listSockets, NETIDS, socketOwners, type NetId, type Socket } from '../../os/linux/net/index.js';
 import { VigilError } from '../../util/errors.js';
 import { print, renderTable, toJson } from '../output.js';
 import { addTargetOptions, withTarget, type TargetOptions } from '../target.js';
 import type { WalkIssue } from '../../os/linux/walk.js';
-
-const NETIDS: readonly NetId[] = [
-  'tcp',
-  'tcp6',
-  'udp',
-  'udp6',
-  'udplite',
-  'udplite6',
-  'raw',
-  'raw6',
-  'unix',
-  'packet',
-];
 
 interface SocketsOptions extends TargetOptions {
   json?: boolean;

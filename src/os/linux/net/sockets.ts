@@ -16,7 +16,8 @@ export interface SocketWalkOptions {
 
 export const DEFAULT_MAX_SOCKETS = 1 << 18;
 
-const ORDER: readonly NetId[] = [
+/** Every socket kind the walkers know, in the order listings show them (ss's order). */
+export const NETIDS: readonly NetId[] = [
   'tcp',
   'tcp6',
   'udp',
@@ -41,5 +42,5 @@ export function listSockets(k: NetKernel, options: SocketWalkOptions = {}): Sock
   attempt(k, 'raw', 'raw tables', () => walkRaw(inet));
   attempt(k, 'unix', 'UNIX tables', () => walkUnix(local, nsList));
   attempt(k, 'packet', 'packet lists', () => walkPacket(local, nsList));
-  return out.sockets.sort((a, b) => ORDER.indexOf(a.netid) - ORDER.indexOf(b.netid));
+  return out.sockets.sort((a, b) => NETIDS.indexOf(a.netid) - NETIDS.indexOf(b.netid));
 }
