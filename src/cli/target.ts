@@ -53,12 +53,22 @@ export function addTargetOptions(cmd: Command): Command {
     .option('--gdb <addr>', "with --qmp: the VM's GDB stub (host:port, unix socket, or auto) for watchpoints")
     .option(
       '--qga <socket>',
-      "the VM's qemu-guest-agent socket (default with --qmp: found through QMP, if the VM has one)",
+      "the VM's qemu-guest-agent socket (vigil check with --qmp finds it through QMP, if the VM has one)",
     )
     .option('--no-qga', 'never ask the guest agent');
 }
 
-export async function openTarget(o: TargetOptions): Promise<Target> {
+/** What a command will use of a live VM beyond memory and QMP. */
+export interface TargetUse {
+  /**
+   * The command asks the guest agent (vigil check: lie-detector-guest): find it through QMP unless --no-qga.
+   * Other commands never look for it unless --qga names one: the search costs QOM round trips and a
+   * guest-sync (seconds when an agent hangs) and takes the agent socket's one client slot meanwhile.
+   */
+  agent?: boolean;
+}
+
+export async function openTarget(o: TargetOptions, use: TargetUse = {}): Promise<Target> {
   const given = [o.qmp, o.mem, o.dump].filter((x) => x !== undefined).length;
   if (given > 1 || (given === 0 && o.pid === undefined)) {
     throw new VigilError(
@@ -80,7 +90,7 @@ export async function openTarget(o: TargetOptions): Promise<Target> {
     const machine = await connectQemu(o.qmp, {
       ...(pid !== undefined ? { pid } : {}),
       ...(o.gdb !== undefined ? { gdb: o.gdb } : {}),
-      ...(o.qga !== undefined ? { agent: o.qga } : {}),
+      agent: o.qga ?? (use.agent ? 'auto' : false),
     });
     if (typeof o.qga === 'string' && o.qga !== 'auto' && !machine.agent) {
       await machine.close();
@@ -203,8 +213,12 @@ function withKernel(kind: Target['kind'], spec: string, machine: Machine, live: 
 }
 
 /** Run `fn` with an opened target and always close it. */
-export async function withTarget<T>(o: TargetOptions, fn: (t: Target) => Promise<T> | T): Promise<T> {
-  const target = await openTarget(o);
+export async function withTarget<T>(
+  o: TargetOptions,
+  fn: (t: Target) => Promise<T> | T,
+  use: TargetUse = {},
+): Promise<T> {
+  const target = await openTarget(o, use);
   try {
     return await fn(target);
   } finally {
